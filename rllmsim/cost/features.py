@@ -1,0 +1,130 @@
+"""Batch shapes and the feature rows every cost model consumes.
+
+One engine step is described by a `BatchShape`: the prefill chunks it runs (new tokens and the
+context already cached before them) and the decoding sequences (their cached context). The same
+`StepFeatures` table serves profiling (one row per measured step), fitting (the regression's
+design matrix) and simulation (many steps at once when a replica fast-forwards), so the three can
+never disagree on what a feature means.
+
+All features are exact integers (int64) so that a step described once by the scheduler and the
+same step described inside a vectorised fast-forward segment give bit-identical cost-model input.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import Iterable, Mapping
+
+import numpy as np
+
+FEATURE_NAMES: tuple[str, ...] = (
+    "prefill_tokens",
+    "prefill_seqs",
+    "prefill_attn_pairs",
+    "prefill_kv_tokens",
+    "decode_seqs",
+    "decode_tokens",
+    "decode_kv_tokens",
+)
+
+
+@dataclass(frozen=True)
+class BatchShape:
+    """What one engine step computes.
+
+    prefill_chunks: (new_tokens, context_before) per sequence that is prefilling this step.
+    decode_contexts: tokens already in the KV cache for each decoding sequence.
+    decode_tokens_per_seq: tokens each decoding sequence feeds this step (1, or 1 + k when
+        speculative decoding verifies k proposed tokens).
+    """
+
+    prefill_chunks: tuple[tuple[int, int], ...] = ()
+    decode_contexts: tuple[int, ...] = ()
+    decode_tokens_per_seq: int = 1
+
+
+@dataclass(frozen=True)
+class StepFeatures:
+    """Per-step features as parallel int64 arrays (one entry per step).
+
+    prefill_tokens: new prompt tokens computed (sum of chunk sizes).
+    prefill_seqs: sequences with a prefill chunk.
+    prefill_attn_pairs: causal query-key pairs of the chunks, sum of c*ctx + c*(c+1)/2;
+        proportional to prefill attention FLOPs.
+    prefill_kv_tokens: KV tokens the chunks' attention touches, sum of ctx + c.
+    decode_seqs: decoding sequences.
+    decode_tokens: tokens fed by decoding sequences (decode_seqs x tokens per sequence).
+    decode_kv_tokens: cached context the decode attention reads, sum of contexts.
+    """
+
+    prefill_tokens: np.ndarray
+    prefill_seqs: np.ndarray
+    prefill_attn_pairs: np.ndarray
+    prefill_kv_tokens: np.ndarray
+    decode_seqs: np.ndarray
+    decode_tokens: np.ndarray
+    decode_kv_tokens: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.decode_seqs)
+
+    @property
+    def total_tokens(self) -> np.ndarray:
+        """Tokens through the linear layers this step (prefill + decode)."""
+        return self.prefill_tokens + self.decode_tokens
+
+    def as_dict(self) -> dict[str, np.ndarray]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    def matrix(self) -> np.ndarray:
+        """The features as a float64 (steps x features) matrix in FEATURE_NAMES order."""
+        return np.column_stack([getattr(self, n).astype(np.float64) for n in FEATURE_NAMES])
+
+    @classmethod
+    def from_columns(cls, columns: Mapping[str, Iterable[int]]) -> "StepFeatures":
+        """Build from a mapping (a DataFrame works) holding every name in FEATURE_NAMES."""
+        return cls(**{n: np.asarray(columns[n], dtype=np.int64) for n in FEATURE_NAMES})
+
+    @classmethod
+    def from_shapes(cls, shapes: Iterable[BatchShape]) -> "StepFeatures":
+        rows = [_shape_row(s) for s in shapes]
+        if not rows:
+            return cls(**{n: np.zeros(0, dtype=np.int64) for n in FEATURE_NAMES})
+        table = np.array(rows, dtype=np.int64)
+        return cls(**{n: table[:, i] for i, n in enumerate(FEATURE_NAMES)})
+
+    @classmethod
+    def decode_only(
+        cls, decode_seqs: np.ndarray, decode_kv_tokens: np.ndarray, tokens_per_seq: int = 1
+    ) -> "StepFeatures":
+        """Steps with no prefill: the fast-forward path describes k steps at once this way."""
+        seqs = np.asarray(decode_seqs, dtype=np.int64)
+        kv = np.asarray(decode_kv_tokens, dtype=np.int64)
+        seqs, kv = np.broadcast_arrays(seqs, kv)
+        zeros = np.zeros(len(kv), dtype=np.int64)
+        return cls(
+            prefill_tokens=zeros,
+            prefill_seqs=zeros,
+            prefill_attn_pairs=zeros,
+            prefill_kv_tokens=zeros,
+            decode_seqs=seqs.copy(),
+            decode_tokens=seqs * tokens_per_seq,
+            decode_kv_tokens=kv.copy(),
+        )
+
+
+def _shape_row(shape: BatchShape) -> tuple[int, ...]:
+    chunks = shape.prefill_chunks
+    prefill_tokens = sum(c for c, _ in chunks)
+    attn_pairs = sum(c * ctx + c * (c + 1) // 2 for c, ctx in chunks)
+    prefill_kv = sum(c + ctx for c, ctx in chunks)
+    n_decode = len(shape.decode_contexts)
+    return (
+        prefill_tokens,
+        len(chunks),
+        attn_pairs,
+        prefill_kv,
+        n_decode,
+        n_decode * shape.decode_tokens_per_seq,
+        sum(shape.decode_contexts),
+    )
