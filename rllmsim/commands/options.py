@@ -1,0 +1,110 @@
+"""Click options shared by every command that builds a deployment or a workload.
+
+Flag names follow `vllm serve` and `vllm bench serve`, so users can paste what they run today.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import click
+
+from rllmsim.deployment import Deployment
+from rllmsim.engine.router import ROUTERS
+from rllmsim.errors import ConfigError
+from rllmsim.simulation import WorkloadSpec
+from rllmsim.specs import load_gpu, load_model
+
+DEFAULT_MODEL = "deepseek-r1-distill-qwen-7b"
+DEFAULT_GPU = "h100-sxm"
+
+_DEPLOYMENT_OPTIONS = [
+    click.option("--model", default=DEFAULT_MODEL, show_default=True,
+                 help="Catalog name, HF id, or a path to a config.json."),
+    click.option("--gpu", default=DEFAULT_GPU, show_default=True, help="GPU catalog name (see `rllmsim specs`)."),
+    click.option("--tp", "--tensor-parallel-size", "tp", type=int, default=1, show_default=True),
+    click.option("--replicas", type=int, default=1, show_default=True),
+    click.option("--quantization", default=None, help="Weight quantization: fp8, int8, awq, gptq."),
+    click.option("--kv-cache-dtype", default="auto", show_default=True),
+    click.option("--max-num-seqs", type=int, default=None, help="Default as vllm serve picks for the GPU."),
+    click.option("--max-num-batched-tokens", type=int, default=None),
+    click.option("--max-model-len", type=int, default=None),
+    click.option("--gpu-memory-utilization", type=float, default=0.9, show_default=True),
+    click.option("--block-size", type=int, default=16, show_default=True),
+    click.option("--enable-chunked-prefill/--no-enable-chunked-prefill", default=True, show_default=True),
+    click.option("--num-gpu-blocks-override", type=int, default=None),
+    click.option("--router", type=click.Choice(sorted(ROUTERS)), default="round-robin", show_default=True),
+]
+
+_WORKLOAD_OPTIONS = [
+    click.option("--arrival", default="gamma", show_default=True,
+                 help="poisson, gamma, constant, closed-loop, batch-waves, or trace."),
+    click.option("--rate", "--request-rate", "rate", type=float, default=1.5, show_default=True,
+                 help="Requests per second (open loop)."),
+    click.option("--cv", type=float, default=None, help="Coefficient of variation of gaps (gamma; default 2)."),
+    click.option("--burstiness", type=float, default=None, help="vllm bench serve's gamma shape (= 1/cv^2)."),
+    click.option("--dataset", default="math-500", show_default=True,
+                 help="Length distribution, or a mix like math-500:0.5,aime-2024:0.5."),
+    click.option("--lengths-file", default=None, help="CSV/JSONL/Parquet of (prompt, output) lengths to resample."),
+    click.option("--max-tokens", type=int, default=32768, show_default=True, help="Token budget per request."),
+    click.option("--num-requests", "--num-prompts", "num_requests", type=int, default=300, show_default=True),
+    click.option("--concurrency", "--max-concurrency", "concurrency", type=int, default=16, show_default=True,
+                 help="Users (closed-loop) or batch size (batch-waves)."),
+    click.option("--think-time", "think_time_s", type=float, default=0.0, show_default=True),
+    click.option("--trace", default=None, help="Replay a trace file (implies --arrival trace)."),
+    click.option("--trace-format", default="auto", show_default=True),
+    click.option("--time-scale", type=float, default=1.0, show_default=True,
+                 help="Multiply trace times: 0.5 replays twice as fast."),
+]
+
+
+def _stack(options: list) -> Callable:
+    def decorate(func: Callable) -> Callable:
+        for option in reversed(options):
+            func = option(func)
+        return func
+    return decorate
+
+
+deployment_options = _stack(_DEPLOYMENT_OPTIONS)
+workload_options = _stack(_WORKLOAD_OPTIONS)
+
+DEPLOYMENT_KEYS = ("tp", "replicas", "quantization", "kv_cache_dtype", "max_num_seqs", "max_num_batched_tokens",
+                   "max_model_len", "gpu_memory_utilization", "block_size", "enable_chunked_prefill",
+                   "num_gpu_blocks_override")
+WORKLOAD_KEYS = ("arrival", "rate", "cv", "burstiness", "dataset", "lengths_file", "max_tokens", "num_requests",
+                 "concurrency", "think_time_s", "trace", "trace_format", "time_scale")
+
+
+def deployment_from_options(opts: dict[str, Any]) -> Deployment:
+    quantization = opts.get("quantization")
+    fields = {k: opts[k] for k in DEPLOYMENT_KEYS if k in opts}
+    fields["quantization"] = None if quantization in (None, "", "none") else quantization
+    return Deployment(model=load_model(opts["model"]), gpu=load_gpu(opts["gpu"]), **fields)
+
+
+def workload_from_options(opts: dict[str, Any]) -> WorkloadSpec:
+    fields = {k: opts[k] for k in WORKLOAD_KEYS if k in opts}
+    if fields.get("trace"):
+        fields["arrival"] = "trace"
+    if fields.get("arrival") == "gamma" and fields.get("cv") is None and fields.get("burstiness") is None:
+        fields["cv"] = 2.0
+    if fields.get("cv") is not None and fields.get("burstiness") is not None:
+        raise ConfigError("give --cv or --burstiness, not both (burstiness = 1/cv^2)")
+    return WorkloadSpec(**fields)
+
+
+def parse_goodput(items: tuple[str, ...]) -> dict[str, float]:
+    """vllm bench serve's `--goodput ttft:500 tpot:50` (milliseconds) -> seconds by metric."""
+    slos: dict[str, float] = {}
+    for item in items:
+        for part in item.split():
+            name, _, value = part.partition(":")
+            name = name.strip().lower()
+            if name not in ("ttft", "tpot", "e2el"):
+                raise ConfigError(f"--goodput {part!r}: metric must be ttft, tpot or e2el, as in ttft:500")
+            try:
+                slos[name] = float(value) / 1e3
+            except ValueError:
+                raise ConfigError(f"--goodput {part!r}: give milliseconds, as in {name}:500") from None
+    return slos

@@ -1,0 +1,37 @@
+"""`rllmsim simulate`: run one workload on one deployment and write the run directory."""
+
+from __future__ import annotations
+
+import click
+
+from rllmsim.commands.options import (deployment_from_options, deployment_options, parse_goodput,
+                                      workload_from_options, workload_options)
+from rllmsim.metrics.console import format_summary
+from rllmsim.rundir import check_new_dir, default_run_dir, write_run
+from rllmsim.simulation import run_simulation
+
+
+@click.command("simulate")
+@deployment_options
+@workload_options
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--out", "out_dir", default=None, help="Run directory (default: a new folder under runs/).")
+@click.option("--step-by-step", is_flag=True, help="Simulate every engine step (no fast-forward).")
+@click.option("--goodput", multiple=True, help="SLOs in ms as vllm bench serve takes them: 'ttft:500 tpot:50'.")
+@click.option("--straggler-factor", type=float, default=3.0, show_default=True,
+              help="A request is a straggler past this multiple of its dataset's median E2EL.")
+@click.option("--timeline/--no-timeline", default=True, show_default=True, help="Write timeline.parquet.")
+def command(seed, out_dir, step_by_step, goodput, straggler_factor, timeline, **opts) -> None:
+    """Simulate serving a workload; prints a vllm-bench-style summary and writes the run."""
+    deployment = deployment_from_options(opts)
+    workload = workload_from_options(opts)
+    slos = parse_goodput(goodput)
+    out = check_new_dir(out_dir) if out_dir else default_run_dir(f"{deployment.model.name}-{deployment.gpu.name}")
+    run = run_simulation(deployment, workload, seed=seed, router=opts["router"], fast_forward=not step_by_step,
+                         slos_s=slos, straggler_factor=straggler_factor)
+    tables = {"requests": run.requests}
+    if timeline:
+        tables["timeline"] = run.result.timeline
+    write_run(out, tables, run.summary)
+    click.echo(format_summary(run.summary))
+    click.echo(f"run written to {out}")

@@ -1,0 +1,156 @@
+"""`Deployment`: what is being served and how vLLM is configured, validated on construction.
+
+The knobs carry vLLM's own names (`max_num_seqs`, `max_num_batched_tokens`,
+`gpu_memory_utilization`, `block_size`, `kv_cache_dtype`, ...) so a user can paste the flags they
+run today. Defaults follow `vllm serve`: on GPUs with at least 70 GiB that are not A100s it uses
+8192 batched tokens and 1024 sequences, elsewhere 2048 and 256.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from rllmsim.errors import ConfigError
+from rllmsim.specs import GPUSpec, ModelSpec, dtype_bytes
+from rllmsim.specs.dtypes import quantization_weight_bytes
+
+GIB = 1024**3
+
+#: Memory vLLM cannot give to the KV cache beyond weights and activations: CUDA context, NCCL
+#: buffers, CUDA graphs. Several hundred MiB to a few GiB in practice; 1.5 GiB per GPU is a middle.
+RUNTIME_OVERHEAD_BYTES = 1.5 * GIB
+
+
+@dataclass(frozen=True)
+class Deployment:
+    """One serving configuration: model, hardware, parallelism and vLLM engine arguments."""
+
+    model: ModelSpec
+    gpu: GPUSpec
+    tp: int = 1
+    replicas: int = 1
+    quantization: str | None = None
+    kv_cache_dtype: str = "auto"
+    max_num_seqs: int | None = None
+    max_num_batched_tokens: int | None = None
+    max_model_len: int | None = None
+    gpu_memory_utilization: float = 0.9
+    block_size: int = 16
+    enable_chunked_prefill: bool = True
+    enable_prefix_caching: bool = False
+    num_gpu_blocks_override: int | None = None
+
+    def __post_init__(self) -> None:
+        _require(self.tp >= 1 and self.tp & (self.tp - 1) == 0, "tp", f"must be a power of two, got {self.tp}")
+        _require(self.replicas >= 1, "replicas", f"must be >= 1, got {self.replicas}")
+        _require(0 < self.gpu_memory_utilization <= 1, "gpu_memory_utilization",
+                 f"must be in (0, 1], got {self.gpu_memory_utilization}")
+        _require(self.block_size in (1, 8, 16, 32, 64, 128), "block_size",
+                 f"must be one of 1, 8, 16, 32, 64, 128, got {self.block_size}")
+        _require(self.model.num_kv_heads % self.tp == 0 or self.tp % self.model.num_kv_heads == 0,
+                 "tp", f"{self.tp} does not divide the {self.model.num_kv_heads} KV heads of {self.model.name}")
+        quantization_weight_bytes(self.quantization)  # raises ConfigError for unknown names
+        dtype_bytes(self.kv_cache_dtype)  # raises ConfigError for unknown names
+        large_gpu = self.gpu.hbm_gib >= 70 and not self.gpu.name.startswith("a100")
+        defaults = {
+            "max_num_seqs": 1024 if large_gpu else 256,
+            "max_num_batched_tokens": 8192 if large_gpu else 2048,
+            "max_model_len": self.model.max_position_embeddings,
+        }
+        for name, value in defaults.items():
+            if getattr(self, name) is None:
+                object.__setattr__(self, name, value)
+        for name in ("max_num_seqs", "max_num_batched_tokens", "max_model_len"):
+            _require(getattr(self, name) >= 1, name, f"must be >= 1, got {getattr(self, name)}")
+        if not self.enable_chunked_prefill:
+            _require(self.max_num_batched_tokens >= self.max_model_len, "max_num_batched_tokens",
+                     f"{self.max_num_batched_tokens} < max_model_len {self.max_model_len} without chunked "
+                     "prefill; raise it or lower --max-model-len")
+        self._check_fits()
+
+    # -- memory -----------------------------------------------------------------------------
+    @property
+    def weight_bytes_per_param(self) -> float:
+        return quantization_weight_bytes(self.quantization)
+
+    @property
+    def weight_bytes_per_gpu(self) -> float:
+        """Weights are split evenly across the TP group."""
+        return self.model.weight_bytes(self.weight_bytes_per_param) / self.tp
+
+    @property
+    def kv_bytes_per_token_per_gpu(self) -> float:
+        """KV heads are split across TP ranks; with more ranks than KV heads they are replicated."""
+        kv_heads_per_gpu = max(1, self.model.num_kv_heads // self.tp)
+        per_head = self.model.kv_bytes_per_token(dtype_bytes(self.kv_cache_dtype)) / self.model.num_kv_heads
+        return per_head * kv_heads_per_gpu
+
+    @property
+    def activation_reserve_bytes(self) -> float:
+        """Peak activation memory of vLLM's profiling forward pass with max_num_batched_tokens.
+
+        One layer's intermediates dominate (the gate/up projection output is the widest), plus the
+        float32 logits of the sampler's dummy run over max_num_seqs sequences.
+        """
+        m = self.model
+        widest = max(2 * m.intermediate_size, 4 * m.hidden_size,
+                     2 * (m.moe_intermediate_size or 0) * max(1, m.num_experts_per_tok or 1))
+        per_token = (widest / self.tp + 4 * m.hidden_size) * 2
+        logits = min(self.max_num_seqs, self.max_num_batched_tokens) * m.vocab_size / self.tp * 4
+        return self.max_num_batched_tokens * per_token + logits
+
+    @property
+    def kv_budget_bytes(self) -> float:
+        return (self.gpu_memory_utilization * self.gpu.hbm_gib * GIB - self.weight_bytes_per_gpu
+                - self.activation_reserve_bytes - RUNTIME_OVERHEAD_BYTES)
+
+    @property
+    def num_gpu_blocks(self) -> int:
+        """KV blocks per replica: the override when given, else derived from memory."""
+        if self.num_gpu_blocks_override is not None:
+            return int(self.num_gpu_blocks_override)
+        return int(self.kv_budget_bytes // (self.block_size * self.kv_bytes_per_token_per_gpu))
+
+    @property
+    def kv_capacity_source(self) -> str:
+        return "num_gpu_blocks_override" if self.num_gpu_blocks_override is not None else "derived from memory"
+
+    def blocks_for(self, tokens: int) -> int:
+        return math.ceil(tokens / self.block_size)
+
+    def _check_fits(self) -> None:
+        if self.num_gpu_blocks_override is None:
+            hbm = self.gpu_memory_utilization * self.gpu.hbm_gib * GIB
+            needed = self.weight_bytes_per_gpu + self.activation_reserve_bytes + RUNTIME_OVERHEAD_BYTES
+            if self.kv_budget_bytes <= 0:
+                raise ConfigError(
+                    f"{self.model.name} does not fit on {self.gpu.name} at tp={self.tp}: weights, activations "
+                    f"and runtime need {needed / GIB:.1f} GiB per GPU but gpu_memory_utilization gives "
+                    f"{hbm / GIB:.1f} GiB (short by {(needed - hbm) / GIB:.1f} GiB); raise --tp, quantize, or "
+                    "pick a larger GPU")
+        _require(self.num_gpu_blocks >= 1, "num_gpu_blocks", "must be >= 1")
+        max_tokens = self.num_gpu_blocks * self.block_size
+        if self.max_model_len > max_tokens:
+            raise ConfigError(
+                f"max_model_len {self.max_model_len} exceeds the {max_tokens} tokens the KV cache holds "
+                f"({self.num_gpu_blocks} blocks of {self.block_size}); lower --max-model-len to at most "
+                f"{max_tokens} or give the KV cache more memory")
+
+    def to_dict(self) -> dict[str, Any]:
+        """The resolved configuration, flat and JSON-ready, for summaries and sweep tables."""
+        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        out["model"] = self.model.name
+        out["gpu"] = self.gpu.name
+        out["num_gpu_blocks"] = self.num_gpu_blocks
+        out["kv_capacity_source"] = self.kv_capacity_source
+        out["weight_gib_per_gpu"] = round(self.weight_bytes_per_gpu / GIB, 3)
+        out["kv_bytes_per_token_per_gpu"] = self.kv_bytes_per_token_per_gpu
+        return out
+
+
+def _require(ok: bool, field: str, message: str) -> None:
+    if not ok:
+        raise ConfigError(f"{field} {message}")

@@ -1,0 +1,94 @@
+"""Clients: the SimPy processes that send requests into the cluster.
+
+- open loop: requests arrive at the times in the request table (Poisson, Gamma, a trace);
+- closed loop: N users, each sending its next request when the previous one finishes (plus an
+  optional think time), as `vllm bench serve --max-concurrency` or a benchmark harness does;
+- batch waves: send N requests at once, wait until all N finish, send the next N — the client of
+  the reasoning-serving study, which exposes stragglers.
+
+Arrivals are scheduled with SimPy's URGENT priority so that a request arriving exactly when a step
+ends is visible to the scheduling decision made at that instant, in fast-forward and step-by-step
+alike.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Generator, Protocol
+
+import numpy as np
+import simpy
+from simpy.events import URGENT
+
+if TYPE_CHECKING:
+    from rllmsim.engine.cluster import Cluster
+
+
+class _ArrivalTimeout(simpy.Event):
+    """A timeout that fires before ordinary events scheduled for the same instant."""
+
+    def __init__(self, env: simpy.Environment, delay: float) -> None:
+        super().__init__(env)
+        self._ok = True
+        self._value = None
+        env.schedule(self, URGENT, delay)
+
+
+class Client(Protocol):
+    name: str
+
+    def drive(self, cluster: "Cluster") -> Generator:
+        """The SimPy process body that submits every request of the ledger."""
+        ...
+
+
+@dataclass(frozen=True)
+class OpenLoop:
+    """Requests arrive at the table's `arrival_s`, whatever the cluster does."""
+
+    name: str = "open-loop"
+
+    def drive(self, cluster: "Cluster") -> Generator:
+        env, arrivals = cluster.env, cluster.ledger.arrival
+        for rid in range(cluster.ledger.size):
+            delay = float(arrivals[rid]) - env.now
+            if delay > 0:
+                yield _ArrivalTimeout(env, delay)
+            cluster.submit(rid)
+
+
+@dataclass(frozen=True)
+class ClosedLoop:
+    """`users` concurrent users, each sending its next request when its last one completes."""
+
+    users: int
+    think_time_s: float = 0.0
+    name: str = "closed-loop"
+
+    def drive(self, cluster: "Cluster") -> Generator:
+        env = cluster.env
+        next_rid = iter(range(cluster.ledger.size))
+
+        def user():
+            for rid in next_rid:
+                cluster.ledger.arrival[rid] = env.now
+                yield cluster.submit(rid, notify=True)
+                if self.think_time_s > 0:
+                    yield _ArrivalTimeout(env, self.think_time_s)
+
+        yield simpy.AllOf(env, [env.process(user()) for _ in range(self.users)])
+
+
+@dataclass(frozen=True)
+class BatchWaves:
+    """Send `batch_size` requests at once and wait for all of them before the next batch."""
+
+    batch_size: int
+    name: str = "batch-waves"
+
+    def drive(self, cluster: "Cluster") -> Generator:
+        env, n = cluster.env, cluster.ledger.size
+        for first in range(0, n, self.batch_size):
+            wave = np.arange(first, min(first + self.batch_size, n))
+            cluster.ledger.arrival[wave] = env.now
+            yield simpy.AllOf(env, [cluster.submit(int(rid), notify=True) for rid in wave])

@@ -1,0 +1,120 @@
+"""The cluster: replicas behind a router, fed by a client, in one SimPy environment."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import simpy
+
+from rllmsim.cost.base import CostModel
+from rllmsim.deployment import Deployment
+from rllmsim.engine.clients import Client
+from rllmsim.engine.kv_cache import BlockPool
+from rllmsim.engine.replica import Replica
+from rllmsim.engine.request import RequestLedger
+from rllmsim.engine.router import make_router
+from rllmsim.engine.scheduler import Scheduler, SchedulerConfig
+from rllmsim.metrics.histogram import LogHistogram
+from rllmsim.metrics.timeline import TimelineRecorder
+
+
+@dataclass
+class SimulationResult:
+    """Everything a run produced, before it is summarised or written."""
+
+    ledger: RequestLedger
+    timeline: pd.DataFrame
+    itl: LogHistogram
+    capacity_blocks: int
+    simulated_s: float
+    wall_s: float
+    steps: int
+    events: int
+    truncated_outputs: int
+
+
+class Cluster:
+    """Builds the replicas of a deployment and runs a workload through them."""
+
+    def __init__(
+        self,
+        deployment: Deployment,
+        cost_model: CostModel,
+        requests: pd.DataFrame,
+        client: Client,
+        router: str = "round-robin",
+        fast_forward: bool = True,
+    ) -> None:
+        self.deployment = deployment
+        self.env = simpy.Environment()
+        self.ledger = RequestLedger(requests)
+        self.router = make_router(router)
+        self.client = client
+        self.timeline = TimelineRecorder()
+        self.itl = LogHistogram()
+        self._waiters: dict[int, simpy.Event] = {}
+        self.truncated_outputs = self._apply_max_model_len()
+        config = SchedulerConfig(deployment.max_num_seqs, deployment.max_num_batched_tokens,
+                                 deployment.enable_chunked_prefill)
+        self.replicas = [
+            Replica(self.env, i, Scheduler(config, BlockPool(deployment.num_gpu_blocks, deployment.block_size),
+                                           self.ledger),
+                    cost_model, self.timeline, self.itl, fast_forward=fast_forward, on_finish=self._finished)
+            for i in range(deployment.replicas)
+        ]
+        self.arrivals = 0
+
+    def _apply_max_model_len(self) -> int:
+        """Prompts with no room for an output token are rejected on arrival (vLLM answers 400);
+        outputs that would pass max_model_len stop there, as vLLM's length limit stops them."""
+        ledger, limit = self.ledger, self.deployment.max_model_len
+        too_long = ledger.prompt >= limit
+        ledger.rejected[too_long] = True
+        ledger.reject_reason[too_long] = f"prompt >= max_model_len {limit}"
+        room = np.maximum(limit - ledger.prompt, 1)
+        truncated = (~too_long) & (ledger.target > room)
+        ledger.target = np.where(truncated, room, ledger.target)
+        return int(truncated.sum())
+
+    def submit(self, rid: int, notify: bool = False) -> simpy.Event | None:
+        """A request arrives now: route it, or reject it. With `notify`, returns an event that
+        fires when the request completes or is rejected."""
+        self.arrivals += 1
+        waiter = self.env.event() if notify else None
+        if self.ledger.rejected[rid]:
+            if waiter is not None:
+                waiter.succeed()
+            return waiter
+        if waiter is not None:
+            self._waiters[rid] = waiter
+        index = self.router.choose(self.replicas, self.env.now)
+        self.ledger.replica[rid] = index
+        self.replicas[index].enqueue(rid)
+        return waiter
+
+    def _finished(self, rids: np.ndarray, now: float) -> None:
+        if self._waiters:
+            for rid in rids.tolist():
+                waiter = self._waiters.pop(rid, None)
+                if waiter is not None:
+                    waiter.succeed()
+
+    def run(self) -> SimulationResult:
+        started = time.perf_counter()
+        self.env.process(self.client.drive(self))
+        self.env.run()
+        wall = time.perf_counter() - started
+        return SimulationResult(
+            ledger=self.ledger,
+            timeline=self.timeline.to_frame(),
+            itl=self.itl,
+            capacity_blocks=self.deployment.num_gpu_blocks,
+            simulated_s=float(max((r.clock for r in self.replicas), default=0.0)),
+            wall_s=wall,
+            steps=sum(r.steps for r in self.replicas),
+            events=self.arrivals + sum(r.events for r in self.replicas),
+            truncated_outputs=self.truncated_outputs,
+        )

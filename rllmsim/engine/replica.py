@@ -1,0 +1,155 @@
+"""One vLLM replica as a SimPy process: schedule a step, ask the cost model, advance time.
+
+After a pure-decode step the replica fast-forwards (see `segment.py`): it plans the following
+decode steps up to the next batch-changing event, computes their durations in one vectorised call
+and sleeps until the run ends. When the router delivers a request mid-run, the replica wakes,
+finishes the step in progress (an engine step is never interrupted) and reschedules, exactly as
+the step-by-step loop would at that step boundary. Step end times are accumulated in the same
+left-to-right order in both modes, so both give bit-identical timestamps.
+
+The replica keeps its own clock (`clock`), the end of its last step, as the source of truth for
+every timestamp; SimPy's clock only orders events.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+import simpy
+
+from rllmsim.cost.base import CostModel
+from rllmsim.engine.scheduler import Scheduler, StepPlan
+from rllmsim.engine.segment import DecodeRun, plan_decode_run
+from rllmsim.metrics.histogram import LogHistogram
+from rllmsim.metrics.timeline import TimelineRecorder
+
+FinishCallback = Callable[[np.ndarray, float], None]
+
+
+class Replica:
+    """A SimPy process serving the requests the router gives it."""
+
+    def __init__(
+        self,
+        env: simpy.Environment,
+        index: int,
+        scheduler: Scheduler,
+        cost_model: CostModel,
+        timeline: TimelineRecorder,
+        itl: LogHistogram,
+        fast_forward: bool = True,
+        max_run_steps: int = 65536,
+        on_finish: FinishCallback | None = None,
+    ) -> None:
+        self.env = env
+        self.index = index
+        self.scheduler = scheduler
+        self.cost_model = cost_model
+        self.timeline = timeline
+        self.itl = itl
+        self.fast_forward = fast_forward
+        self.max_run_steps = max_run_steps
+        self.on_finish = on_finish
+        self.clock = 0.0
+        self.steps = 0
+        self.events = 0
+        self._wake: simpy.Event | None = None
+        self._in_flight: tuple[np.ndarray, int, np.ndarray] | None = None
+        self.process = env.process(self._run())
+
+    # -- what the router sees -------------------------------------------------------------
+    def enqueue(self, rid: int) -> None:
+        """Accept a routed request; it joins the waiting queue at the next step boundary."""
+        self.scheduler.waiting.append(rid)
+        if self._wake is not None and not self._wake.triggered:
+            self._wake.succeed()
+
+    @property
+    def outstanding(self) -> int:
+        return self.scheduler.outstanding
+
+    def kv_blocks_used(self, now: float) -> int:
+        """Blocks in use during the step in progress at `now` (a step's blocks are allocated when
+        it starts); a step that ends exactly at `now` still counts as in progress."""
+        if self._in_flight is None:
+            return self.scheduler.pool.used
+        ends, used_first, new_blocks_cum = self._in_flight
+        step = int(np.searchsorted(ends, now, side="left"))
+        if step == 0 or len(new_blocks_cum) == 0:
+            return used_first
+        return used_first + int(new_blocks_cum[min(step, len(new_blocks_cum)) - 1])
+
+    # -- the process ----------------------------------------------------------------------
+    def _run(self):
+        env, scheduler = self.env, self.scheduler
+        while True:
+            if scheduler.outstanding == 0:
+                self._wake = env.event()
+                yield self._wake
+                self.events += 1
+                self.clock = max(self.clock, env.now)
+            plan = scheduler.schedule(self.clock)
+            if not plan.sched.any():
+                continue  # the only running request preempted itself; the next step readmits it
+            ends, run = self._plan_times(plan)
+            used_first = scheduler.pool.used
+            self._in_flight = (ends, used_first, run.new_blocks_cum if run else np.zeros(0, np.int64))
+            done = yield from self._sleep_until(ends)
+            self._in_flight = None
+            self._apply(plan, run, ends, done, used_first)
+
+    def _plan_times(self, plan: StepPlan) -> tuple[np.ndarray, DecodeRun | None]:
+        first = float(self.cost_model.step_time(plan.features)[0])
+        run = None
+        if self.fast_forward and plan.pure_decode:
+            batch = self.scheduler.running
+            run = plan_decode_run(batch.computed + 1, batch.target - batch.generated - 1,
+                                  self.scheduler.pool.free, self.scheduler.pool.block_size, self.max_run_steps)
+        if run is None or run.steps == 0:
+            return np.array([self.clock + first]), None
+        durations = self.cost_model.step_time(run.features)
+        times = np.add.accumulate(np.concatenate(([self.clock, first], durations)))
+        return times[1:], run
+
+    def _sleep_until(self, ends: np.ndarray):
+        """Sleep until the planned steps end or an arrival interrupts; returns the steps done."""
+        env = self.env
+        self._wake = env.event()
+        timeout = env.timeout(max(0.0, float(ends[-1]) - env.now))
+        yield timeout | self._wake
+        self._wake = None
+        self.events += 1
+        if timeout.processed or env.now >= ends[-1]:
+            return len(ends)
+        in_progress = int(np.searchsorted(ends, env.now, side="left"))
+        if ends[in_progress] > env.now:
+            yield env.timeout(float(ends[in_progress]) - env.now)
+            self.events += 1
+        return in_progress + 1
+
+    def _apply(self, plan: StepPlan, run: DecodeRun | None, ends: np.ndarray, done: int, used_first: int) -> None:
+        scheduler = self.scheduler
+        start, running, waiting = self.clock, len(scheduler.running), len(scheduler.waiting)
+        outcome = scheduler.apply(plan, float(ends[0]), self.itl)
+        finished = outcome.finished
+        extra = done - 1
+        used = np.array([used_first], dtype=np.float64)
+        if extra > 0:
+            assert run is not None
+            outcome = scheduler.advance_decode(extra, int(run.new_blocks_cum[extra - 1]), ends, self.itl)
+            finished = outcome.finished
+            used = np.concatenate((used, used_first + run.new_blocks_cum[:extra].astype(np.float64)))
+        self.clock = float(ends[done - 1])
+        self.steps += done
+        durations = np.diff(np.concatenate(([start], ends[:done])))
+        self.timeline.record(
+            replica=self.index, start_s=start, end_s=self.clock, steps=done, running=running, waiting=waiting,
+            kv_blocks_start=used_first, kv_blocks_peak=int(used.max()),
+            kv_block_seconds=float((used * durations).sum()), kv_block_sq_seconds=float((used**2 * durations).sum()),
+            prefill_tokens=int(plan.features.prefill_tokens[0]),
+            decode_tokens=int(plan.features.decode_tokens[0]) + extra * running,
+            preempted=plan.preempted,
+        )
+        if self.on_finish is not None and len(finished):
+            self.on_finish(finished, self.clock)

@@ -1,0 +1,55 @@
+"""Per-request state and records, held as numpy arrays indexed by request id.
+
+A reasoning workload has up to millions of requests; one Python object each would dominate memory
+and time, so the ledger keeps one array per field. Replicas read the static fields (prompt and
+output lengths) and write the progress fields (tokens emitted, timestamps, preemptions).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+NOT_YET = np.nan
+
+
+class RequestLedger:
+    """Everything the engine knows and records about each request, by request id."""
+
+    def __init__(self, table: pd.DataFrame) -> None:
+        n = len(table)
+        self.size = n
+        self.arrival = table["arrival_s"].to_numpy(dtype=np.float64, copy=True)
+        self.prompt = table["prompt_tokens"].to_numpy(dtype=np.int64, copy=True)
+        self.target = table["output_tokens"].to_numpy(dtype=np.int64, copy=True)
+        self.dataset = table["dataset"].to_numpy(dtype=object, copy=True)
+        self.generated = np.zeros(n, dtype=np.int64)
+        self.first_scheduled = np.full(n, NOT_YET)
+        self.first_token = np.full(n, NOT_YET)
+        self.last_token = np.full(n, NOT_YET)
+        self.finish = np.full(n, NOT_YET)
+        self.preemptions = np.zeros(n, dtype=np.int64)
+        self.replica = np.full(n, -1, dtype=np.int64)
+        self.rejected = np.zeros(n, dtype=bool)
+        self.reject_reason = np.full(n, "", dtype=object)
+
+    def to_frame(self) -> pd.DataFrame:
+        """One row per request, in the column order of `requests.parquet`."""
+        return pd.DataFrame({
+            "request_id": np.arange(self.size, dtype=np.int64),
+            "dataset": self.dataset.astype(str),
+            "arrival_s": self.arrival,
+            "first_scheduled_s": self.first_scheduled,
+            "first_token_s": self.first_token,
+            "finish_s": self.finish,
+            "queue_s": self.first_scheduled - self.arrival,
+            "ttft_s": self.first_token - self.arrival,
+            "e2el_s": self.finish - self.arrival,
+            "prompt_tokens": self.prompt,
+            "output_tokens": self.generated,
+            "target_output_tokens": self.target,
+            "preemptions": self.preemptions,
+            "replica": self.replica,
+            "rejected": self.rejected,
+            "reject_reason": self.reject_reason.astype(str),
+        })

@@ -1,0 +1,221 @@
+"""vLLM v1's step policy for one replica.
+
+Each step has a token budget (`max_num_batched_tokens`). Running requests are served first, in
+admission order: a decoding sequence takes one token, a prefilling one takes as much of its
+remaining prompt as the budget allows (chunked prefill). Every scheduled token needs a KV slot; when
+a running request cannot get a block, the most recently admitted running request is preempted
+(its blocks freed, its progress recomputed later) until the block fits or the request itself was
+the one preempted. Only in a step without preemptions are waiting requests admitted, first come
+first served, while `max_num_seqs`, the budget and the free blocks allow.
+
+Blocks are allocated when a step is scheduled, tokens are emitted when it ends: a sequence whose
+computed tokens reach its known tokens samples one new token.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from dataclasses import dataclass
+
+import numpy as np
+
+from rllmsim.cost.features import StepFeatures
+from rllmsim.engine.batch import RunningBatch
+from rllmsim.engine.kv_cache import BlockPool
+from rllmsim.engine.request import RequestLedger
+from rllmsim.metrics.histogram import LogHistogram
+
+_NO_REQUESTS = np.zeros(0, dtype=np.int64)
+
+
+@dataclass(frozen=True)
+class SchedulerConfig:
+    """The vLLM engine arguments that shape scheduling."""
+
+    max_num_seqs: int
+    max_num_batched_tokens: int
+    enable_chunked_prefill: bool = True
+
+
+@dataclass
+class StepPlan:
+    """One scheduled step: tokens per running sequence (aligned with the batch after
+    scheduling), which of them decode, and what changed in the batch."""
+
+    sched: np.ndarray
+    is_decode: np.ndarray
+    features: StepFeatures
+    preempted: int
+    admitted: int
+
+    @property
+    def pure_decode(self) -> bool:
+        """Every running sequence decodes one token and the batch did not change."""
+        return self.preempted == 0 and self.admitted == 0 and bool(self.is_decode.all())
+
+
+@dataclass(frozen=True)
+class StepOutcome:
+    """What applying steps emitted: tokens out and the ids of requests that finished."""
+
+    emitted: int
+    finished: np.ndarray
+
+
+class Scheduler:
+    """Running batch, waiting queue and KV pool of one replica, advanced one step at a time."""
+
+    def __init__(self, config: SchedulerConfig, pool: BlockPool, ledger: RequestLedger) -> None:
+        self.config = config
+        self.pool = pool
+        self.ledger = ledger
+        self.running = RunningBatch()
+        self.waiting: deque[int] = deque()
+
+    @property
+    def outstanding(self) -> int:
+        return len(self.running) + len(self.waiting)
+
+    def schedule(self, now: float) -> StepPlan:
+        """Choose the next step's work and allocate its KV blocks."""
+        batch, pool = self.running, self.pool
+        budget = self.config.max_num_batched_tokens
+        remaining = batch.tokens - batch.computed
+        before = np.cumsum(remaining) - remaining
+        sched = np.minimum(remaining, np.maximum(budget - before, 0))
+        need = _ceil_div(batch.computed + sched, pool.block_size) - batch.blocks
+        need[sched == 0] = 0
+        total_need = int(need.sum())
+        preempted = 0
+        if total_need <= pool.free:
+            pool.free -= total_need
+            batch.blocks += need
+        else:
+            sched, preempted = self._schedule_with_preemption(budget)
+        budget -= int(sched.sum())
+        admitted = 0
+        if preempted == 0:
+            sched, admitted = self._admit(sched, budget, now)
+        computed = batch.computed
+        is_decode = (sched == 1) & (batch.generated >= 1) & (computed == batch.tokens - 1)
+        return StepPlan(sched, is_decode, _step_features(sched, computed, is_decode), preempted, admitted)
+
+    def apply(self, plan: StepPlan, end: float, itl: LogHistogram) -> StepOutcome:
+        """Finish a step at time `end`: advance computed tokens, emit, retire finished requests.
+
+        `itl` receives the inter-token gap of every token emitted after a request's first.
+        """
+        batch, ledger = self.running, self.ledger
+        batch.computed += plan.sched
+        emit = (plan.sched > 0) & (batch.computed == batch.tokens)
+        batch.generated[emit] += 1
+        batch.tokens[emit] += 1
+        rids = batch.rid[emit]
+        had_token = ~np.isnan(ledger.last_token[rids])
+        if had_token.any():
+            itl.add(end - ledger.last_token[rids[had_token]])
+        ledger.first_token[rids[~had_token]] = end
+        ledger.last_token[rids] = end
+        return StepOutcome(emitted=len(rids), finished=self._retire_finished(end))
+
+    def advance_decode(self, steps: int, new_blocks: int, ends: np.ndarray, itl: LogHistogram) -> StepOutcome:
+        """Apply `steps` decode steps of a planned run at once (see `segment.plan_decode_run`).
+
+        `ends` holds the end time of the step before the run followed by the run's step ends, so
+        each step's gap is the inter-token latency of every running sequence.
+        """
+        batch, ledger = self.running, self.ledger
+        batch.computed += steps
+        batch.generated += steps
+        batch.tokens += steps
+        self.pool.free -= new_blocks
+        batch.blocks = _ceil_div(batch.computed, self.pool.block_size)
+        itl.add(np.diff(ends[: steps + 1]), len(batch))
+        ledger.last_token[batch.rid] = ends[steps]
+        return StepOutcome(emitted=steps * len(batch), finished=self._retire_finished(float(ends[steps])))
+
+    def _retire_finished(self, end: float) -> np.ndarray:
+        batch, ledger = self.running, self.ledger
+        done = batch.generated >= batch.target
+        if not done.any():
+            return _NO_REQUESTS
+        done_rids = batch.rid[done]
+        ledger.finish[done_rids] = end
+        ledger.generated[done_rids] = batch.generated[done]
+        self.pool.release(int(batch.blocks[done].sum()))
+        batch.keep(~done)
+        return done_rids
+
+    def _schedule_with_preemption(self, budget: int) -> tuple[np.ndarray, int]:
+        """The rare path: walk running requests in order, preempting the newest for blocks."""
+        batch, pool = self.running, self.pool
+        sched = np.zeros(len(batch), dtype=np.int64)
+        preempted = 0
+        i = 0
+        while i < len(batch) and budget > 0:
+            take = min(int(batch.tokens[i] - batch.computed[i]), budget)
+            need = math.ceil((int(batch.computed[i]) + take) / pool.block_size) - int(batch.blocks[i])
+            while need > pool.free and i < len(batch):
+                self._preempt_newest()
+                sched = sched[:-1]
+                preempted += 1
+            if i >= len(batch):
+                break
+            pool.free -= need
+            batch.blocks[i] += need
+            sched[i] = take
+            budget -= take
+            i += 1
+        return sched, preempted
+
+    def _preempt_newest(self) -> None:
+        rid, blocks, generated = self.running.pop_last()
+        self.pool.release(blocks)
+        self.ledger.generated[rid] = generated
+        self.ledger.preemptions[rid] += 1
+        self.waiting.appendleft(rid)
+
+    def _admit(self, sched: np.ndarray, budget: int, now: float) -> tuple[np.ndarray, int]:
+        """Admit waiting requests in order while sequences, budget and blocks allow."""
+        batch, pool, ledger, cfg = self.running, self.pool, self.ledger, self.config
+        admitted: list[int] = []
+        while self.waiting and len(batch) < cfg.max_num_seqs and budget > 0:
+            rid = self.waiting[0]
+            tokens = int(ledger.prompt[rid] + ledger.generated[rid])
+            if not cfg.enable_chunked_prefill and tokens > budget:
+                break
+            take = min(tokens, budget)
+            need = pool.blocks_for(take)
+            if not pool.allocate(need):
+                break
+            self.waiting.popleft()
+            batch.append(rid, tokens, 0, int(ledger.generated[rid]), int(ledger.target[rid]), need)
+            if np.isnan(ledger.first_scheduled[rid]):
+                ledger.first_scheduled[rid] = now
+            admitted.append(take)
+            budget -= take
+        if admitted:
+            sched = np.concatenate([sched, np.asarray(admitted, dtype=np.int64)])
+        return sched, len(admitted)
+
+
+def _ceil_div(a: np.ndarray, b: int) -> np.ndarray:
+    return -(-a // b)
+
+
+def _step_features(sched: np.ndarray, computed: np.ndarray, is_decode: np.ndarray) -> StepFeatures:
+    """The step's features, with the same definitions as `StepFeatures.from_shapes`."""
+    prefill = (sched > 0) & ~is_decode
+    chunk, ctx = sched[prefill], computed[prefill]
+    one = lambda v: np.array([v], dtype=np.int64)  # noqa: E731 - a one-row column
+    n_decode = int(is_decode.sum())
+    return StepFeatures(
+        prefill_tokens=one(chunk.sum()),
+        prefill_seqs=one(len(chunk)),
+        prefill_attn_pairs=one((chunk * ctx + chunk * (chunk + 1) // 2).sum()),
+        prefill_kv_tokens=one((chunk + ctx).sum()),
+        decode_seqs=one(n_decode),
+        decode_tokens=one(n_decode),
+        decode_kv_tokens=one(computed[is_decode].sum()),
+    )

@@ -1,0 +1,62 @@
+"""The summary as a console table shaped like `vllm bench serve`'s result block."""
+
+from __future__ import annotations
+
+from typing import Any
+
+WIDTH = 50
+
+
+def _title(text: str, fill: str = "-") -> str:
+    return text.center(WIDTH, fill)
+
+
+def _row(label: str, value: Any) -> str:
+    if isinstance(value, float):
+        value = f"{value:.2f}"
+    return f"{label:<40}{value:>10}"
+
+
+def format_summary(summary: dict[str, Any]) -> str:
+    req, tput, kv = summary["requests"], summary["throughput"], summary["kv"]
+    lines = [
+        _title(" Serving Simulation Result ", "="),
+        _row("Successful requests:", req["completed"]),
+        _row("Rejected requests:", req["rejected"]),
+        _row("Benchmark duration (s):", summary["duration_s"]),
+        _row("Total input tokens:", summary["tokens"]["input"]),
+        _row("Total generated tokens:", summary["tokens"]["output"]),
+        _row("Request throughput (req/s):", tput["requests_per_s"]),
+        _row("Output token throughput (tok/s):", tput["output_tokens_per_s"]),
+        _row("Total token throughput (tok/s):", tput["total_tokens_per_s"]),
+    ]
+    if "goodput" in summary:
+        lines.append(_row("Request goodput (req/s):", summary["goodput"]["requests_per_s"]))
+    for key, title, name in (("ttft_s", "Time to First Token", "TTFT"),
+                             ("tpot_s", "Time per Output Token (excl. 1st token)", "TPOT"),
+                             ("itl_s", "Inter-token Latency", "ITL"),
+                             ("e2el_s", "End-to-end Latency", "E2EL")):
+        stats = summary[key]
+        lines.append(_title(title))
+        lines.append(_row(f"Mean {name} (ms):", 1e3 * stats["mean"]))
+        lines.append(_row(f"Median {name} (ms):", 1e3 * stats["p50"]))
+        lines.append(_row(f"P90 {name} (ms):", 1e3 * stats["p90"]))
+        lines.append(_row(f"P99 {name} (ms):", 1e3 * stats["p99"]))
+    strag = summary["stragglers"]
+    lines += [
+        _title("KV Cache and Scheduling"),
+        _row("KV capacity (blocks):", kv["capacity_blocks"]),
+        _row("KV peak (blocks):", kv["peak_blocks"]),
+        _row("KV peak usage (%):", kv["peak_pct"]),
+        _row("KV mean usage (%):", kv["mean_pct"]),
+        _row("KV usage CV:", kv["cv"]),
+        _row("Preemptions:", summary["preemptions"]),
+        _row(f"Stragglers (> {strag['factor']:g}x cohort median E2EL):", strag["count"]),
+        _row("Stragglers-only share of duration (%):", 100.0 * strag["share_of_makespan"]),
+        _title("Simulation"),
+        _row("Simulated time (s):", summary["sim"]["simulated_s"]),
+        _row("Wall time (s):", summary["sim"]["wall_s"]),
+        _row("Engine steps:", summary["sim"]["steps"]),
+        "=" * WIDTH,
+    ]
+    return "\n".join(lines)

@@ -1,0 +1,87 @@
+"""Writing a run directory atomically: everything lands in a temporary sibling, then one rename.
+
+A crash or Ctrl-C mid-write leaves no half-written run behind, and a reader never sees a
+`summary.json` without its tables.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import tempfile
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from rllmsim.errors import ConfigError
+
+
+def default_run_dir(label: str, root: str | Path = "runs") -> Path:
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+    base = Path(root) / f"{stamp}-{label}"
+    path, k = base, 1
+    while path.exists():
+        k += 1
+        path = base.with_name(f"{base.name}-{k}")
+    return path
+
+
+def check_new_dir(path: str | Path) -> Path:
+    """Refuse to overwrite: a run directory is written once."""
+    path = Path(path)
+    if path.exists() and (not path.is_dir() or any(path.iterdir())):
+        raise ConfigError(f"--out {path} already exists and is not empty; choose a new directory or remove it")
+    return path
+
+
+def to_jsonable(value: Any) -> Any:
+    """Plain JSON types; NaN and infinities become null, as strict JSON requires."""
+    if isinstance(value, dict):
+        return {str(k): to_jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [to_jsonable(v) for v in value]
+    if isinstance(value, (np.integer,)):
+        return int(value)
+    if isinstance(value, (float, np.floating)):
+        return float(value) if math.isfinite(value) else None
+    if isinstance(value, (np.bool_,)):
+        return bool(value)
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+def write_json_atomic(path: str | Path, payload: Any) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    with os.fdopen(fd, "w") as handle:
+        json.dump(to_jsonable(payload), handle, indent=2, sort_keys=False)
+        handle.write("\n")
+    os.replace(tmp, path)
+
+
+def write_run(path: str | Path, tables: dict[str, pd.DataFrame], summary: dict[str, Any],
+              extra_files: dict[str, str] | None = None) -> Path:
+    """Write `<name>.parquet` for each table, `summary.json` and any text files, atomically."""
+    path = check_new_dir(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
+    try:
+        for name, frame in tables.items():
+            frame.to_parquet(staging / f"{name}.parquet", index=False)
+        write_json_atomic(staging / "summary.json", summary)
+        for name, text in (extra_files or {}).items():
+            (staging / name).write_text(text)
+        if path.exists():
+            path.rmdir()
+        os.replace(staging, path)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return path

@@ -1,0 +1,155 @@
+"""One simulation: a workload spec and a deployment in, a summary and tables out.
+
+This is the single entry point the CLI, sweeps, comparisons and validation all call, so every
+path resolves workloads, seeds and cost models the same way.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+import numpy as np
+import pandas as pd
+
+from rllmsim.cost.base import CostModel
+from rllmsim.cost.roofline import RooflineCostModel
+from rllmsim.deployment import Deployment
+from rllmsim.engine.clients import BatchWaves, Client, ClosedLoop, OpenLoop
+from rllmsim.engine.cluster import Cluster, SimulationResult
+from rllmsim.errors import ConfigError
+from rllmsim.metrics.stragglers import DEFAULT_FACTOR
+from rllmsim.metrics.summary import summarize
+from rllmsim.rng import RngStreams
+from rllmsim.workload.arrivals import arrival_times
+from rllmsim.workload.lengths import EmpiricalLengths, sample_lengths, sample_mixture
+from rllmsim.workload.table import make_request_table
+from rllmsim.workload.traces import read_trace
+
+OPEN_LOOP = ("poisson", "gamma", "constant")
+CLOSED = ("closed-loop", "batch-waves")
+
+
+@dataclass(frozen=True)
+class WorkloadSpec:
+    """Who sends what, when. `dataset` is one name or a mix like "math-500:0.5,aime-2024:0.5".
+
+    arrival: poisson | gamma | constant (open loop at `rate`), closed-loop (`concurrency` users),
+    batch-waves (batches of `concurrency`), or trace (replay `trace`, lengths from the trace).
+    """
+
+    arrival: str = "gamma"
+    rate: float = 1.5
+    cv: float | None = 2.0
+    burstiness: float | None = None
+    dataset: str = "math-500"
+    lengths_file: str | None = None
+    max_tokens: int | None = 32768
+    num_requests: int = 300
+    concurrency: int = 16
+    think_time_s: float = 0.0
+    trace: str | None = None
+    trace_format: str = "auto"
+    time_scale: float = 1.0
+
+    def __post_init__(self) -> None:
+        kinds = OPEN_LOOP + CLOSED + ("trace",)
+        if self.arrival not in kinds:
+            raise ConfigError(f"unknown arrival {self.arrival!r}; choose one of: {', '.join(kinds)}")
+        if self.arrival == "trace" and not self.trace:
+            raise ConfigError("arrival 'trace' needs --trace PATH")
+        if self.num_requests < 1:
+            raise ConfigError(f"num_requests must be >= 1, got {self.num_requests}")
+        if self.arrival in CLOSED and self.concurrency < 1:
+            raise ConfigError(f"concurrency must be >= 1, got {self.concurrency}")
+        if self.max_tokens is not None and self.max_tokens < 1:
+            raise ConfigError(f"max_tokens must be >= 1, got {self.max_tokens}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass
+class RunOutput:
+    result: SimulationResult
+    requests: pd.DataFrame
+    summary: dict[str, Any]
+    config: dict[str, Any] = field(default_factory=dict)
+
+
+def build_workload(spec: WorkloadSpec, streams: RngStreams) -> tuple[pd.DataFrame, Client]:
+    """The request table and the client that sends it."""
+    if spec.arrival == "trace":
+        return read_trace(spec.trace, spec.trace_format, spec.time_scale), OpenLoop()
+    n = spec.num_requests
+    prompt, output, labels = _lengths(spec, n, streams.stream("lengths"))
+    if spec.arrival in OPEN_LOOP:
+        cv = spec.cv if spec.arrival == "gamma" and spec.burstiness is None else None
+        arrivals = arrival_times(spec.arrival, spec.rate, n, streams.stream("arrivals"),
+                                 cv=cv, burstiness=spec.burstiness)
+        client: Client = OpenLoop()
+    else:
+        arrivals = np.zeros(n)
+        client = ClosedLoop(spec.concurrency, spec.think_time_s) if spec.arrival == "closed-loop" \
+            else BatchWaves(spec.concurrency)
+    return make_request_table(arrivals, prompt, output, labels), client
+
+
+def _lengths(spec: WorkloadSpec, n: int, rng: np.random.Generator):
+    if spec.lengths_file:
+        source = EmpiricalLengths.from_file(spec.lengths_file)
+        prompt, output = sample_lengths(source, n, rng, spec.max_tokens)
+        return prompt, output, source.name
+    if ":" in spec.dataset or "," in spec.dataset:
+        return sample_mixture(_parse_mixture(spec.dataset), n, rng, spec.max_tokens)
+    prompt, output = sample_lengths(spec.dataset, n, rng, spec.max_tokens)
+    return prompt, output, spec.dataset
+
+
+def _parse_mixture(text: str) -> dict[str, float]:
+    weights: dict[str, float] = {}
+    for part in text.split(","):
+        name, _, weight = part.strip().partition(":")
+        try:
+            weights[name.strip()] = float(weight) if weight else 1.0
+        except ValueError:
+            raise ConfigError(f"dataset mix {text!r}: weight {weight!r} is not a number; "
+                              "write e.g. math-500:0.5,aime-2024:0.5") from None
+    return weights
+
+
+def run_simulation(
+    deployment: Deployment,
+    workload: WorkloadSpec | pd.DataFrame,
+    seed: int = 0,
+    cost_model: CostModel | None = None,
+    router: str = "round-robin",
+    fast_forward: bool = True,
+    client: Client | None = None,
+    slos_s: Mapping[str, float] | None = None,
+    straggler_factor: float = DEFAULT_FACTOR,
+) -> RunOutput:
+    """Simulate `workload` on `deployment`; a ready request table may stand in for a spec."""
+    streams = RngStreams(seed)
+    if isinstance(workload, WorkloadSpec):
+        table, built_client = build_workload(workload, streams)
+        workload_config: dict[str, Any] = workload.to_dict()
+    else:
+        table, built_client, workload_config = workload, OpenLoop(), {"arrival": "table", "num_requests": len(workload)}
+    client = client or built_client
+    cost_model = cost_model or RooflineCostModel(deployment)
+    result = Cluster(deployment, cost_model, table, client, router=router, fast_forward=fast_forward).run()
+    requests = result.ledger.to_frame()
+    summary = summarize(result, requests, deployment.replicas, slos_s, straggler_factor)
+    config = {
+        "deployment": deployment.to_dict(),
+        "workload": workload_config,
+        "client": client.name,
+        "router": router,
+        "fast_forward": fast_forward,
+        "cost_model": cost_model.provenance(),
+    }
+    summary["seed"] = seed
+    summary["config"] = config
+    return RunOutput(result, requests, summary, config)
