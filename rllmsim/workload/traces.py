@@ -207,9 +207,10 @@ def _bench_frame(tf: TraceFile, keys: tuple[str, ...]) -> None:
         if len(v) != n:
             raise ConfigError(f"{tf.path.name}: '{k}' has {len(v)} entries, input_lens has {n}")
     tf.frame, tf.lines, tf.unit = pd.DataFrame(cols), np.arange(n), "request"
-    errors = obj.get("errors") if isinstance(obj.get("errors"), list) else [""] * n
+    errors = obj.get("errors") if isinstance(obj.get("errors"), list) else []
+    failed = np.array([bool(e) for e in (errors + [""] * n)[:n]], dtype=bool)
     out = pd.to_numeric(tf.frame["output_lens"], errors="coerce").to_numpy()
-    _drop(tf, ~((out == 0) | np.array([bool(e) for e in errors[:n]], dtype=bool)), "failed requests")
+    _drop(tf, ~((out == 0) | failed), "failed requests (an error or 0 output tokens)")
 
 
 def read_burstgpt(tf: TraceFile) -> pd.DataFrame:

@@ -1,0 +1,77 @@
+"""Property tests over random small workloads: the engine's invariants and fast-forward equality."""
+
+from __future__ import annotations
+
+import numpy as np
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from engine_helpers import LinearCostModel, small_deployment
+from rllmsim.simulation import run_simulation
+from rllmsim.workload.table import make_request_table
+
+TIME_COLUMNS = ("first_scheduled_s", "first_token_s", "finish_s")
+
+
+@st.composite
+def scenarios(draw):
+    n = draw(st.integers(1, 25))
+    block_size = draw(st.sampled_from([8, 16]))
+    max_model_len = draw(st.integers(8, 256))
+    min_blocks = -(-max_model_len // block_size)
+    chunked = draw(st.booleans())
+    budget = draw(st.integers(8, 300)) if chunked else draw(st.integers(max_model_len, 400))
+    deployment = small_deployment(
+        blocks=draw(st.integers(min_blocks, 4 * min_blocks)), block_size=block_size,
+        max_num_seqs=draw(st.integers(1, 8)), budget=budget, chunked=chunked,
+        max_model_len=max_model_len, replicas=draw(st.integers(1, 3)))
+    gaps = draw(st.lists(st.floats(0, 0.5), min_size=n, max_size=n))
+    prompts = draw(st.lists(st.integers(1, 300), min_size=n, max_size=n))
+    outputs = draw(st.lists(st.integers(1, 300), min_size=n, max_size=n))
+    table = make_request_table(np.cumsum(gaps), prompts, outputs, "prop")
+    router = draw(st.sampled_from(["round-robin", "least-outstanding", "least-kv"]))
+    return deployment, table, router
+
+
+SETTINGS = settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+@SETTINGS
+@given(scenarios())
+def test_invariants_hold(scenario):
+    deployment, table, router = scenario
+    run = run_simulation(deployment, table, cost_model=LinearCostModel(), router=router)
+    req = run.requests
+    completed = req["finish_s"].notna()
+    # every arrived request is completed or rejected, never both
+    assert (completed ^ req["rejected"]).all()
+    # completed requests emitted exactly their (max_model_len-capped) target
+    cap = np.maximum(deployment.max_model_len - req["prompt_tokens"], 1)
+    expected = np.minimum(table["output_tokens"], cap)
+    assert (req.loc[completed, "output_tokens"] == expected[completed]).all()
+    # KV blocks in use never exceed the pool
+    assert (run.result.timeline["kv_blocks_peak"] <= deployment.num_gpu_blocks).all()
+    # timestamps are ordered
+    done = req[completed]
+    assert (done["first_scheduled_s"] >= done["arrival_s"]).all()
+    assert (done["first_token_s"] > done["first_scheduled_s"]).all()
+    assert (done["finish_s"] >= done["first_token_s"]).all()
+    # token conservation without preemption: each prompt token is prefilled once, each later
+    # output token is one decode token
+    if run.summary["preemptions"] == 0:
+        tl = run.result.timeline
+        assert tl["prefill_tokens"].sum() == done["prompt_tokens"].sum()
+        assert tl["decode_tokens"].sum() == (done["output_tokens"] - 1).sum()
+
+
+@SETTINGS
+@given(scenarios())
+def test_fast_forward_equals_step_by_step(scenario):
+    deployment, table, router = scenario
+    cost = LinearCostModel()
+    fast = run_simulation(deployment, table, cost_model=cost, router=router, fast_forward=True).requests
+    slow = run_simulation(deployment, table, cost_model=cost, router=router, fast_forward=False).requests
+    for column in TIME_COLUMNS:
+        np.testing.assert_allclose(fast[column], slow[column], rtol=1e-9, atol=0)
+    for column in ("preemptions", "replica", "output_tokens", "rejected"):
+        assert (fast[column] == slow[column]).all(), column
