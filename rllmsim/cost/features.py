@@ -97,19 +97,18 @@ class StepFeatures:
     def decode_only(
         cls, decode_seqs: np.ndarray, decode_kv_tokens: np.ndarray, tokens_per_seq: int = 1
     ) -> "StepFeatures":
-        """Steps with no prefill: the fast-forward path describes k steps at once this way."""
+        """Steps with no prefill, given as equal-length arrays: the fast-forward path describes
+        k steps at once this way."""
         seqs = np.asarray(decode_seqs, dtype=np.int64)
-        kv = np.asarray(decode_kv_tokens, dtype=np.int64)
-        seqs, kv = np.broadcast_arrays(seqs, kv)
-        zeros = np.zeros(len(kv), dtype=np.int64)
+        zeros = np.zeros(len(seqs), dtype=np.int64)
         return cls(
             prefill_tokens=zeros,
             prefill_seqs=zeros,
             prefill_attn_pairs=zeros,
             prefill_kv_tokens=zeros,
-            decode_seqs=seqs.copy(),
-            decode_tokens=seqs * tokens_per_seq,
-            decode_kv_tokens=kv.copy(),
+            decode_seqs=seqs,
+            decode_tokens=seqs * tokens_per_seq if tokens_per_seq != 1 else seqs,
+            decode_kv_tokens=np.asarray(decode_kv_tokens, dtype=np.int64),
         )
 
 

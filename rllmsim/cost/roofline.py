@@ -49,23 +49,30 @@ class RooflineParams:
 
 
 class RooflineCostModel:
-    """Step time of one replica of `deployment`, from first principles."""
+    """Step time of one replica of `deployment`, from first principles.
+
+    Every per-deployment constant (peaks, efficiencies, bytes) is folded into a few coefficients
+    at construction, because `step_time` runs millions of times per simulation.
+    """
 
     def __init__(self, deployment: Deployment, params: RooflineParams | None = None) -> None:
         self.deployment = deployment
-        self.params = params or RooflineParams()
+        self.params = p = params or RooflineParams()
         model, gpu, tp = deployment.model, deployment.gpu, deployment.tp
+        gemm_flops_per_s = gpu.peak_tflops(deployment.weight_bytes_per_param) * TERA * p.gemm_efficiency
+        attn_flops_per_s = gpu.bf16_tflops * TERA * p.attention_efficiency
+        bytes_per_s = gpu.hbm_bandwidth_gbps * GIGA * p.memory_efficiency
         lm_head_params = model.vocab_size * model.hidden_size
-        self._layer_params_per_token = model.linear_params_per_token() - lm_head_params
-        self._lm_head_params = lm_head_params
-        self._tp = tp
-        self._gemm_flops_per_s = gpu.peak_tflops(deployment.weight_bytes_per_param) * TERA * self.params.gemm_efficiency
-        self._attn_flops_per_s = gpu.bf16_tflops * TERA * self.params.attention_efficiency
-        self._bytes_per_s = gpu.hbm_bandwidth_gbps * GIGA * self.params.memory_efficiency
-        self._link_bytes_per_s = gpu.interconnect_gbps * GIGA * self.params.interconnect_efficiency
-        self._dense_weight_bytes, self._expert_bytes = self._split_weight_bytes()
-        self._attn_flops_per_pair = model.attention_flops_per_pair() / tp
-        self._kv_bytes_per_token = deployment.kv_bytes_per_token_per_gpu
+        layer_params = model.linear_params_per_token() - lm_head_params
+        # seconds per token through the layers, per sampled token through lm_head
+        self._s_per_token = 2.0 * layer_params / tp / gemm_flops_per_s
+        self._s_per_sample = 2.0 * lm_head_params / tp / gemm_flops_per_s
+        dense_bytes, expert_bytes = self._split_weight_bytes()
+        self._dense_read_s = dense_bytes / bytes_per_s
+        self._expert_read_s = expert_bytes / bytes_per_s
+        self._s_per_pair = model.attention_flops_per_pair() / tp / attn_flops_per_s
+        self._s_per_kv_token = deployment.kv_bytes_per_token_per_gpu / bytes_per_s
+        self._allreduce_per_token_s, self._allreduce_fixed_s = self._allreduce_coefficients()
 
     def _split_weight_bytes(self) -> tuple[float, float]:
         """Per-GPU bytes of the weights every step reads, and of all routed experts (MoE)."""
@@ -73,40 +80,41 @@ class RooflineCostModel:
         total = d.weight_bytes_per_gpu
         if not m.num_experts:
             return total, 0.0
-        experts = m.num_layers * m.num_experts * 3 * m.hidden_size * m.moe_intermediate_size
-        expert_bytes = experts * d.weight_bytes_per_param / self._tp
+        experts = m.num_moe_layers * m.num_experts * 3 * m.hidden_size * m.moe_intermediate_size
+        expert_bytes = experts * d.weight_bytes_per_param / d.tp
         return total - expert_bytes, expert_bytes
+
+    def _allreduce_coefficients(self) -> tuple[float, float]:
+        """Two ring all-reduces of the hidden state per layer: a per-token and a fixed cost."""
+        d, p = self.deployment, self.params
+        if d.tp == 1:
+            return 0.0, 0.0
+        link_bytes_per_s = d.gpu.interconnect_gbps * GIGA * p.interconnect_efficiency
+        per_token = 2.0 * (d.tp - 1) / d.tp * d.model.hidden_size * 2.0 / link_bytes_per_s
+        calls = 2.0 * d.model.num_layers
+        return calls * per_token, calls * p.allreduce_latency_s
 
     def step_time(self, features: StepFeatures) -> np.ndarray:
         p = self.params
-        tokens = features.total_tokens.astype(np.float64)
-        sampled = (features.decode_seqs + features.prefill_seqs).astype(np.float64)
-        linear_flops = 2.0 * (self._layer_params_per_token * tokens + self._lm_head_params * sampled) / self._tp
-        weight_bytes = self._dense_weight_bytes + self._expert_bytes * self._expert_share(tokens)
-        linear = np.maximum(linear_flops / self._gemm_flops_per_s, weight_bytes / self._bytes_per_s)
-        pairs = features.prefill_attn_pairs + features.decode_kv_tokens * (features.decode_tokens // np.maximum(features.decode_seqs, 1))
-        attn_flops = self._attn_flops_per_pair * pairs.astype(np.float64)
-        kv_bytes = self._kv_bytes_per_token * (features.prefill_kv_tokens + features.decode_kv_tokens).astype(np.float64)
-        attention = np.maximum(attn_flops / self._attn_flops_per_s, kv_bytes / self._bytes_per_s)
-        seqs = (features.decode_seqs + features.prefill_seqs).astype(np.float64)
-        overhead = p.step_overhead_s + p.per_seq_overhead_s * seqs
-        return linear + attention + self._allreduce_time(tokens) + overhead
+        seqs = features.decode_seqs + features.prefill_seqs
+        tokens = features.prefill_tokens + features.decode_tokens
+        compute = self._s_per_token * tokens + self._s_per_sample * seqs
+        weights = self._dense_read_s + self._expert_read_s * self._expert_share(tokens)
+        per_seq = features.decode_tokens // np.maximum(features.decode_seqs, 1)
+        pairs = features.prefill_attn_pairs + features.decode_kv_tokens * per_seq
+        kv_tokens = features.prefill_kv_tokens + features.decode_kv_tokens
+        attention = np.maximum(self._s_per_pair * pairs, self._s_per_kv_token * kv_tokens)
+        fixed = p.step_overhead_s + self._allreduce_fixed_s
+        variable = (p.per_seq_overhead_s * seqs + self._allreduce_per_token_s * tokens)
+        return np.maximum(compute, weights) + attention + variable + fixed
 
-    def _expert_share(self, tokens: np.ndarray) -> np.ndarray:
+    def _expert_share(self, tokens: np.ndarray) -> np.ndarray | float:
         """Expected share of routed experts touched by `tokens` tokens (uniform routing)."""
         m = self.deployment.model
         if not m.num_experts:
-            return np.zeros_like(tokens)
+            return 0.0
         miss = 1.0 - m.num_experts_per_tok / m.num_experts
         return 1.0 - np.power(miss, tokens)
-
-    def _allreduce_time(self, tokens: np.ndarray) -> np.ndarray:
-        if self._tp == 1:
-            return np.zeros_like(tokens)
-        m, p = self.deployment.model, self.params
-        message = tokens * m.hidden_size * 2.0
-        ring = 2.0 * (self._tp - 1) / self._tp * message / self._link_bytes_per_s
-        return 2.0 * m.num_layers * (p.allreduce_latency_s + ring)
 
     def provenance(self) -> dict[str, Any]:
         d = self.deployment

@@ -1,8 +1,10 @@
-"""The running sequences of one replica, as parallel numpy arrays in admission order.
+"""The running sequences of one replica, as rows of one numpy array in admission order.
 
 Order matters: vLLM schedules running requests first-come first-served and, when a decode cannot
-get a block, preempts the most recently admitted one (the last). Keeping the state in arrays lets
-a decode step over hundreds of sequences cost a handful of vectorised operations.
+get a block, preempts the most recently admitted one (the last). The state lives in a single
+(fields x sequences) int64 array so a step over hundreds of sequences costs a handful of
+vectorised operations, and admitting, retiring or preempting a sequence is one array operation
+rather than one per field.
 """
 
 from __future__ import annotations
@@ -10,32 +12,47 @@ from __future__ import annotations
 import numpy as np
 
 _FIELDS = ("rid", "tokens", "computed", "generated", "target", "blocks")
+_RID, _TOKENS, _COMPUTED, _GENERATED, _TARGET, _BLOCKS = range(len(_FIELDS))
+
+
+def _row(index: int) -> property:
+    def get(self: "RunningBatch") -> np.ndarray:
+        return self._data[index]
+
+    def set(self: "RunningBatch", values: np.ndarray) -> None:
+        self._data[index] = values
+
+    return property(get, set, doc=f"{_FIELDS[index]} of each running sequence (a writable view)")
 
 
 class RunningBatch:
     """Running sequences: request id, known tokens (prompt + generated), computed tokens,
-    generated tokens, target output tokens and KV blocks held, one entry per sequence."""
+    generated tokens, target output tokens and KV blocks held, one column per sequence."""
+
+    rid = _row(_RID)
+    tokens = _row(_TOKENS)
+    computed = _row(_COMPUTED)
+    generated = _row(_GENERATED)
+    target = _row(_TARGET)
+    blocks = _row(_BLOCKS)
 
     def __init__(self) -> None:
-        for name in _FIELDS:
-            setattr(self, name, np.zeros(0, dtype=np.int64))
+        self._data = np.zeros((len(_FIELDS), 0), dtype=np.int64)
 
     def __len__(self) -> int:
-        return len(self.rid)
+        return self._data.shape[1]
 
     def append(self, rid: int, tokens: int, computed: int, generated: int, target: int, blocks: int) -> None:
-        values = (rid, tokens, computed, generated, target, blocks)
-        for name, value in zip(_FIELDS, values):
-            setattr(self, name, np.append(getattr(self, name), np.int64(value)))
+        column = np.array([[rid], [tokens], [computed], [generated], [target], [blocks]], dtype=np.int64)
+        self._data = np.concatenate((self._data, column), axis=1)
 
     def pop_last(self) -> tuple[int, int, int]:
         """Remove the newest sequence; returns its (request id, blocks held, tokens generated)."""
-        out = int(self.rid[-1]), int(self.blocks[-1]), int(self.generated[-1])
-        for name in _FIELDS:
-            setattr(self, name, getattr(self, name)[:-1])
+        last = self._data[:, -1]
+        out = int(last[_RID]), int(last[_BLOCKS]), int(last[_GENERATED])
+        self._data = self._data[:, :-1]
         return out
 
     def keep(self, mask: np.ndarray) -> None:
         """Drop the sequences where `mask` is False, preserving order."""
-        for name in _FIELDS:
-            setattr(self, name, getattr(self, name)[mask])
+        self._data = self._data[:, mask]

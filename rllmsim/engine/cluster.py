@@ -65,6 +65,7 @@ class Cluster:
                     cost_model, self.timeline, self.itl, fast_forward=fast_forward, on_finish=self._finished)
             for i in range(deployment.replicas)
         ]
+        self.outstanding = np.zeros(deployment.replicas, dtype=np.int64)
         self.arrivals = 0
 
     def _apply_max_model_len(self) -> int:
@@ -90,12 +91,14 @@ class Cluster:
             return waiter
         if waiter is not None:
             self._waiters[rid] = waiter
-        index = self.router.choose(self.replicas, self.env.now)
+        index = self.router.choose(self.replicas, self.outstanding, self.env.now)
+        self.outstanding[index] += 1
         self.ledger.replica[rid] = index
         self.replicas[index].enqueue(rid)
         return waiter
 
-    def _finished(self, rids: np.ndarray, now: float) -> None:
+    def _finished(self, replica: int, rids: np.ndarray, now: float) -> None:
+        self.outstanding[replica] -= len(rids)
         if self._waiters:
             for rid in rids.tolist():
                 waiter = self._waiters.pop(rid, None)

@@ -24,7 +24,7 @@ from rllmsim.engine.segment import DecodeRun, plan_decode_run
 from rllmsim.metrics.histogram import LogHistogram
 from rllmsim.metrics.timeline import TimelineRecorder
 
-FinishCallback = Callable[[np.ndarray, float], None]
+FinishCallback = Callable[[int, np.ndarray, float], None]
 
 
 class Replica:
@@ -55,6 +55,7 @@ class Replica:
         self.steps = 0
         self.events = 0
         self._wake: simpy.Event | None = None
+        self._sleeping = False
         self._in_flight: tuple[np.ndarray, int, np.ndarray] | None = None
         self.process = env.process(self._run())
 
@@ -64,10 +65,9 @@ class Replica:
         self.scheduler.waiting.append(rid)
         if self._wake is not None and not self._wake.triggered:
             self._wake.succeed()
-
-    @property
-    def outstanding(self) -> int:
-        return self.scheduler.outstanding
+        elif self._sleeping:
+            self._sleeping = False
+            self.process.interrupt()
 
     def kv_blocks_used(self, now: float) -> int:
         """Blocks in use during the step in progress at `now` (a step's blocks are allocated when
@@ -102,9 +102,9 @@ class Replica:
     def _plan_times(self, plan: StepPlan) -> tuple[np.ndarray, DecodeRun | None]:
         first = float(self.cost_model.step_time(plan.features)[0])
         run = None
-        if self.fast_forward and plan.pure_decode:
+        if self.fast_forward and self.scheduler.decodes_next(plan):
             batch = self.scheduler.running
-            run = plan_decode_run(batch.computed + 1, batch.target - batch.generated - 1,
+            run = plan_decode_run(batch.computed + plan.sched, batch.target - batch.generated - 1,
                                   self.scheduler.pool.free, self.scheduler.pool.block_size, self.max_run_steps)
         if run is None or run.steps == 0:
             return np.array([self.clock + first]), None
@@ -115,12 +115,14 @@ class Replica:
     def _sleep_until(self, ends: np.ndarray):
         """Sleep until the planned steps end or an arrival interrupts; returns the steps done."""
         env = self.env
-        self._wake = env.event()
-        timeout = env.timeout(max(0.0, float(ends[-1]) - env.now))
-        yield timeout | self._wake
-        self._wake = None
+        self._sleeping = True
+        try:
+            yield env.timeout(max(0.0, float(ends[-1]) - env.now))
+        except simpy.Interrupt:
+            pass
+        self._sleeping = False
         self.events += 1
-        if timeout.processed or env.now >= ends[-1]:
+        if env.now >= ends[-1]:
             return len(ends)
         in_progress = int(np.searchsorted(ends, env.now, side="left"))
         if ends[in_progress] > env.now:
@@ -152,4 +154,4 @@ class Replica:
             preempted=plan.preempted,
         )
         if self.on_finish is not None and len(finished):
-            self.on_finish(finished, self.clock)
+            self.on_finish(self.index, finished, self.clock)

@@ -77,6 +77,19 @@ class Scheduler:
     def outstanding(self) -> int:
         return len(self.running) + len(self.waiting)
 
+    def decodes_next(self, plan: StepPlan) -> bool:
+        """Whether the step after `plan` is a pure-decode step of the same batch, whatever the
+        step emits: every running sequence completes its known tokens in `plan` (so it decodes
+        next), the budget covers one token each, and no waiting request can join — the queue is
+        empty, or `plan` was itself pure decode, in which case what kept the waiting head out
+        (budget, sequences, blocks) can only tighten until the batch changes."""
+        batch = self.running
+        if len(batch) > self.config.max_num_batched_tokens:
+            return False
+        if self.waiting and not plan.pure_decode:
+            return False
+        return bool(np.array_equal(batch.computed + plan.sched, batch.tokens))
+
     def schedule(self, now: float) -> StepPlan:
         """Choose the next step's work and allocate its KV blocks."""
         batch, pool = self.running, self.pool
@@ -84,8 +97,8 @@ class Scheduler:
         remaining = batch.tokens - batch.computed
         before = np.cumsum(remaining) - remaining
         sched = np.minimum(remaining, np.maximum(budget - before, 0))
+        # a sequence holds ceil(computed / block_size) blocks, so an unscheduled one needs none
         need = _ceil_div(batch.computed + sched, pool.block_size) - batch.blocks
-        need[sched == 0] = 0
         total_need = int(need.sum())
         preempted = 0
         if total_need <= pool.free:
