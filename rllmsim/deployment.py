@@ -18,6 +18,7 @@ from rllmsim.specs import GPUSpec, ModelSpec, dtype_bytes
 from rllmsim.specs.dtypes import quantization_weight_bytes
 
 GIB = 1024**3
+SPECULATIVE_METHODS = ("ngram", "draft", "eagle")
 
 #: Memory vLLM cannot give to the KV cache beyond weights and activations: CUDA context, NCCL
 #: buffers, CUDA graphs. Several hundred MiB to a few GiB in practice; 1.5 GiB per GPU is a middle.
@@ -42,6 +43,10 @@ class Deployment:
     enable_chunked_prefill: bool = True
     enable_prefix_caching: bool = False
     num_gpu_blocks_override: int | None = None
+    speculative_method: str | None = None
+    num_speculative_tokens: int = 0
+    spec_acceptance_rate: float = 0.7
+    draft_model: ModelSpec | None = None
 
     def __post_init__(self) -> None:
         _require(self.tp >= 1 and self.tp & (self.tp - 1) == 0, "tp", f"must be a power of two, got {self.tp}")
@@ -54,6 +59,7 @@ class Deployment:
                  "tp", f"{self.tp} does not divide the {self.model.num_kv_heads} KV heads of {self.model.name}")
         quantization_weight_bytes(self.quantization)  # raises ConfigError for unknown names
         dtype_bytes(self.kv_cache_dtype)  # raises ConfigError for unknown names
+        self._check_speculative()
         large_gpu = self.gpu.hbm_gib >= 70 and not self.gpu.name.startswith("a100")
         defaults = {
             "max_num_seqs": 1024 if large_gpu else 256,
@@ -71,6 +77,40 @@ class Deployment:
                      "prefill; raise it or lower --max-model-len")
         self._check_fits()
 
+    def _check_speculative(self) -> None:
+        method = self.speculative_method
+        if method is None:
+            _require(self.num_speculative_tokens == 0, "num_speculative_tokens",
+                     "needs --speculative-method ngram|draft|eagle")
+            return
+        _require(method in SPECULATIVE_METHODS, "speculative_method",
+                 f"{method!r} is not one of {', '.join(SPECULATIVE_METHODS)}")
+        _require(1 <= self.num_speculative_tokens <= 16, "num_speculative_tokens",
+                 f"must be in 1..16 with --speculative-method, got {self.num_speculative_tokens}")
+        _require(0.0 <= self.spec_acceptance_rate <= 1.0, "spec_acceptance_rate",
+                 f"must be in [0, 1], got {self.spec_acceptance_rate}")
+        _require((method == "draft") == (self.draft_model is not None), "draft_model",
+                 "is required with --speculative-method draft (and only then); give --draft-model NAME")
+
+    @property
+    def spec_tokens_per_step(self) -> float:
+        """Expected tokens a decoding sequence emits per step: 1 without speculation, else
+        (1 - a^(k+1)) / (1 - a) for acceptance rate a and k proposed tokens."""
+        k, a = self.num_speculative_tokens, self.spec_acceptance_rate
+        if not self.speculative_method:
+            return 1.0
+        return float(k + 1) if a >= 1.0 else (1.0 - a ** (k + 1)) / (1.0 - a)
+
+    @property
+    def drafter(self) -> ModelSpec | None:
+        """The model that proposes tokens on the GPU: the draft model, or for EAGLE a one-layer
+        head of the target's shape; n-gram lookup runs on the CPU and has none."""
+        if self.speculative_method == "draft":
+            return self.draft_model
+        if self.speculative_method == "eagle":
+            return dataclasses.replace(self.model, num_layers=1, name=f"{self.model.name}-eagle-head")
+        return None
+
     # -- memory -----------------------------------------------------------------------------
     @property
     def weight_bytes_per_param(self) -> float:
@@ -78,8 +118,18 @@ class Deployment:
 
     @property
     def weight_bytes_per_gpu(self) -> float:
-        """Weights are split evenly across the TP group."""
-        return self.model.weight_bytes(self.weight_bytes_per_param) / self.tp
+        """Weights (and a speculative drafter's, kept in bf16) split evenly across the TP group."""
+        return (self.model.weight_bytes(self.weight_bytes_per_param) + self._drafter_weight_bytes()) / self.tp
+
+    def _drafter_weight_bytes(self) -> float:
+        """A draft model's full weights; an EAGLE head's one decoder layer (it shares the target's
+        embeddings and lm_head)."""
+        if self.speculative_method == "draft":
+            return self.draft_model.weight_bytes(2.0)
+        if self.speculative_method == "eagle":
+            headless = dataclasses.replace(self.model, num_layers=0, num_moe_layers=0)
+            return (self.model.weight_bytes(2.0) - headless.weight_bytes(2.0)) / self.model.num_layers
+        return 0.0
 
     @property
     def kv_bytes_per_token_per_gpu(self) -> float:
@@ -143,6 +193,7 @@ class Deployment:
         """The resolved configuration, flat and JSON-ready, for summaries and sweep tables."""
         out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         out["model"] = self.model.name
+        out["draft_model"] = self.draft_model.name if self.draft_model else None
         out["gpu"] = self.gpu.name
         out["num_gpu_blocks"] = self.num_gpu_blocks
         out["kv_capacity_source"] = self.kv_capacity_source

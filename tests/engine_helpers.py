@@ -26,10 +26,10 @@ class LinearCostModel:
 
 def small_deployment(blocks: int = 64, block_size: int = 16, max_num_seqs: int = 8,
                      budget: int = 256, chunked: bool = True, max_model_len: int = 1024,
-                     replicas: int = 1) -> Deployment:
+                     replicas: int = 1, **knobs) -> Deployment:
     return Deployment(
         model=load_model("deepseek-r1-distill-qwen-1.5b"), gpu=load_gpu("h100-sxm"),
         replicas=replicas, max_num_seqs=max_num_seqs, max_num_batched_tokens=budget,
         max_model_len=max_model_len, block_size=block_size, enable_chunked_prefill=chunked,
-        num_gpu_blocks_override=blocks,
+        num_gpu_blocks_override=blocks, **knobs,
     )

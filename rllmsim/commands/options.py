@@ -33,6 +33,13 @@ _DEPLOYMENT_OPTIONS = [
     click.option("--block-size", type=int, default=16, show_default=True),
     click.option("--enable-chunked-prefill/--no-enable-chunked-prefill", default=True, show_default=True),
     click.option("--num-gpu-blocks-override", type=int, default=None),
+    click.option("--enable-prefix-caching/--no-enable-prefix-caching", default=False, show_default=True),
+    click.option("--speculative-method", type=click.Choice(["ngram", "draft", "eagle"]), default=None,
+                 help="Speculative decoding proposer."),
+    click.option("--num-speculative-tokens", type=int, default=None, help="Tokens proposed per step (k)."),
+    click.option("--acceptance-rate", "spec_acceptance_rate", type=float, default=0.7, show_default=True,
+                 help="Probability each proposed token is accepted."),
+    click.option("--draft-model", default=None, help="Draft model for --speculative-method draft."),
     click.option("--router", type=click.Choice(sorted(ROUTERS)), default="round-robin", show_default=True),
 ]
 
@@ -71,7 +78,7 @@ workload_options = _stack(_WORKLOAD_OPTIONS)
 
 DEPLOYMENT_KEYS = ("tp", "replicas", "quantization", "kv_cache_dtype", "max_num_seqs", "max_num_batched_tokens",
                    "max_model_len", "gpu_memory_utilization", "block_size", "enable_chunked_prefill",
-                   "num_gpu_blocks_override")
+                   "num_gpu_blocks_override", "enable_prefix_caching", "speculative_method", "spec_acceptance_rate")
 WORKLOAD_KEYS = ("arrival", "rate", "cv", "burstiness", "dataset", "lengths_file", "max_tokens", "num_requests",
                  "concurrency", "think_time_s", "trace", "trace_format", "time_scale")
 
@@ -80,6 +87,12 @@ def deployment_from_options(opts: dict[str, Any]) -> Deployment:
     quantization = opts.get("quantization")
     fields = {k: opts[k] for k in DEPLOYMENT_KEYS if k in opts}
     fields["quantization"] = None if quantization in (None, "", "none") else quantization
+    if opts.get("speculative_method"):
+        fields["num_speculative_tokens"] = opts.get("num_speculative_tokens") or 4
+    elif opts.get("num_speculative_tokens"):
+        raise ConfigError("--num-speculative-tokens needs --speculative-method ngram|draft|eagle")
+    if opts.get("draft_model"):
+        fields["draft_model"] = load_model(opts["draft_model"])
     return Deployment(model=load_model(opts["model"]), gpu=load_gpu(opts["gpu"]), **fields)
 
 

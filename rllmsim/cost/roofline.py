@@ -37,6 +37,10 @@ class RooflineParams:
     allreduce_latency_s: fixed cost of one all-reduce call (launch and synchronisation).
     step_overhead_s: CPU time per engine step that the GPU cannot hide.
     per_seq_overhead_s: CPU time per scheduled sequence (input preparation, output processing).
+    weight_only_dequant_efficiency: share of the BF16 GEMM peak left when weights must be
+        dequantized inside the kernel (AWQ/GPTQ int4 Marlin, FP8 weights on chips without FP8
+        tensor cores): memory-bound small batches still gain from the smaller weights, but
+        compute-bound large batches run slower than plain BF16.
     """
 
     gemm_efficiency: float = 0.65
@@ -46,6 +50,23 @@ class RooflineParams:
     allreduce_latency_s: float = 10e-6
     step_overhead_s: float = 2.5e-3
     per_seq_overhead_s: float = 12e-6
+    weight_only_dequant_efficiency: float = 0.75
+
+
+def gemm_peak_tflops(deployment: Deployment, params: RooflineParams) -> float:
+    """The tensor-core peak the linear layers run at, by vLLM quantization method.
+
+    fp8 (W8A8) uses FP8 tensor cores where the chip has them, int8 (W8A8) the INT8 ones; AWQ/GPTQ
+    int4 and FP8 on chips without FP8 are weight-only: BF16 math after in-kernel dequantization.
+    """
+    gpu, method = deployment.gpu, deployment.quantization
+    if method in ("int8", "w8a8") and gpu.int8_tops > 0:
+        return gpu.int8_tops
+    if method == "fp8" and gpu.has_fp8:
+        return gpu.fp8_tflops
+    if method is None:
+        return gpu.bf16_tflops
+    return gpu.bf16_tflops * params.weight_only_dequant_efficiency
 
 
 class RooflineCostModel:
@@ -59,7 +80,7 @@ class RooflineCostModel:
         self.deployment = deployment
         self.params = p = params or RooflineParams()
         model, gpu, tp = deployment.model, deployment.gpu, deployment.tp
-        gemm_flops_per_s = gpu.peak_tflops(deployment.weight_bytes_per_param) * TERA * p.gemm_efficiency
+        gemm_flops_per_s = gemm_peak_tflops(deployment, p) * TERA * p.gemm_efficiency
         attn_flops_per_s = gpu.bf16_tflops * TERA * p.attention_efficiency
         bytes_per_s = gpu.hbm_bandwidth_gbps * GIGA * p.memory_efficiency
         lm_head_params = model.vocab_size * model.hidden_size

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import numpy as np
 
-_FIELDS = ("rid", "tokens", "computed", "generated", "target", "blocks")
-_RID, _TOKENS, _COMPUTED, _GENERATED, _TARGET, _BLOCKS = range(len(_FIELDS))
+_FIELDS = ("rid", "tokens", "computed", "generated", "target", "blocks", "accepted", "accept_rate")
+_RID, _TOKENS, _COMPUTED, _GENERATED, _TARGET, _BLOCKS, _ACCEPTED, _ACCEPT_RATE = range(len(_FIELDS))
 
 
 def _row(index: int) -> property:
@@ -26,8 +26,9 @@ def _row(index: int) -> property:
 
 
 class RunningBatch:
-    """Running sequences: request id, known tokens (prompt + generated), computed tokens,
-    generated tokens, target output tokens and KV blocks held, one column per sequence."""
+    """Running sequences, one column each: request id, known tokens (prompt + generated), computed
+    tokens, generated tokens, target output tokens, KV blocks held, and for speculative decoding
+    the accumulated and per-step expected emitted tokens in 1/1024 units (see `speculation.py`)."""
 
     rid = _row(_RID)
     tokens = _row(_TOKENS)
@@ -35,6 +36,8 @@ class RunningBatch:
     generated = _row(_GENERATED)
     target = _row(_TARGET)
     blocks = _row(_BLOCKS)
+    accepted = _row(_ACCEPTED)
+    accept_rate = _row(_ACCEPT_RATE)
 
     def __init__(self) -> None:
         self._data = np.zeros((len(_FIELDS), 0), dtype=np.int64)
@@ -42,8 +45,10 @@ class RunningBatch:
     def __len__(self) -> int:
         return self._data.shape[1]
 
-    def append(self, rid: int, tokens: int, computed: int, generated: int, target: int, blocks: int) -> None:
-        column = np.array([[rid], [tokens], [computed], [generated], [target], [blocks]], dtype=np.int64)
+    def append(self, rid: int, tokens: int, computed: int, generated: int, target: int, blocks: int,
+               accept_rate: int = 0) -> None:
+        column = np.array([[rid], [tokens], [computed], [generated], [target], [blocks], [0], [accept_rate]],
+                          dtype=np.int64)
         self._data = np.concatenate((self._data, column), axis=1)
 
     def pop_last(self) -> tuple[int, int, int]:

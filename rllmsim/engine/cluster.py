@@ -11,6 +11,7 @@ import simpy
 
 from rllmsim.cost.base import CostModel
 from rllmsim.deployment import Deployment
+from rllmsim.engine import speculation
 from rllmsim.engine.clients import Client
 from rllmsim.engine.kv_cache import BlockPool
 from rllmsim.engine.replica import Replica
@@ -58,7 +59,9 @@ class Cluster:
         self._waiters: dict[int, simpy.Event] = {}
         self.truncated_outputs = self._apply_max_model_len()
         config = SchedulerConfig(deployment.max_num_seqs, deployment.max_num_batched_tokens,
-                                 deployment.enable_chunked_prefill)
+                                 deployment.enable_chunked_prefill, deployment.num_speculative_tokens)
+        if deployment.speculative_method:
+            self.ledger.accept_rate[:] = speculation.rate_units(deployment.spec_tokens_per_step)
         self.replicas = [
             Replica(self.env, i, Scheduler(config, BlockPool(deployment.num_gpu_blocks, deployment.block_size),
                                            self.ledger),

@@ -20,7 +20,7 @@ import simpy
 
 from rllmsim.cost.base import CostModel
 from rllmsim.engine.scheduler import Scheduler, StepPlan
-from rllmsim.engine.segment import DecodeRun, plan_decode_run
+from rllmsim.engine.segment import DecodeRun
 from rllmsim.metrics.histogram import LogHistogram
 from rllmsim.metrics.timeline import TimelineRecorder
 
@@ -101,11 +101,7 @@ class Replica:
 
     def _plan_times(self, plan: StepPlan) -> tuple[np.ndarray, DecodeRun | None]:
         first = float(self.cost_model.step_time(plan.features)[0])
-        run = None
-        if self.fast_forward and self.scheduler.decodes_next(plan):
-            batch = self.scheduler.running
-            run = plan_decode_run(batch.computed + plan.sched, batch.target - batch.generated - 1,
-                                  self.scheduler.pool.free, self.scheduler.pool.block_size, self.max_run_steps)
+        run = self.scheduler.plan_run(plan, self.max_run_steps) if self.fast_forward else None
         if run is None or run.steps == 0:
             return np.array([self.clock + first]), None
         durations = self.cost_model.step_time(run.features)
@@ -134,14 +130,16 @@ class Replica:
         scheduler = self.scheduler
         start, running, waiting = self.clock, len(scheduler.running), len(scheduler.waiting)
         outcome = scheduler.apply(plan, float(ends[0]), self.itl)
-        finished = outcome.finished
+        finished, emitted = outcome.finished, outcome.emitted
         extra = done - 1
         used = np.array([used_first], dtype=np.float64)
+        decode_tokens = int(plan.features.decode_tokens[0])
         if extra > 0:
             assert run is not None
-            outcome = scheduler.advance_decode(extra, int(run.new_blocks_cum[extra - 1]), ends, self.itl)
-            finished = outcome.finished
+            outcome = scheduler.advance(run, extra, ends, self.itl)
+            finished, emitted = outcome.finished, emitted + outcome.emitted
             used = np.concatenate((used, used_first + run.new_blocks_cum[:extra].astype(np.float64)))
+            decode_tokens += int(run.features.decode_tokens[:extra].sum())
         self.clock = float(ends[done - 1])
         self.steps += done
         durations = np.diff(np.concatenate(([start], ends[:done])))
@@ -149,9 +147,8 @@ class Replica:
             replica=self.index, start_s=start, end_s=self.clock, steps=done, running=running, waiting=waiting,
             kv_blocks_start=used_first, kv_blocks_peak=int(used.max()),
             kv_block_seconds=float((used * durations).sum()), kv_block_sq_seconds=float((used**2 * durations).sum()),
-            prefill_tokens=int(plan.features.prefill_tokens[0]),
-            decode_tokens=int(plan.features.decode_tokens[0]) + extra * running,
-            preempted=plan.preempted,
+            prefill_tokens=int(plan.features.prefill_tokens[0]), decode_tokens=decode_tokens,
+            output_tokens=emitted, preempted=plan.preempted,
         )
         if self.on_finish is not None and len(finished):
             self.on_finish(self.index, finished, self.clock)

@@ -29,6 +29,7 @@ class RequestLedger:
         self.last_token = np.full(n, NOT_YET)
         self.finish = np.full(n, NOT_YET)
         self.preemptions = np.zeros(n, dtype=np.int64)
+        self.accept_rate = np.zeros(n, dtype=np.int64)  # speculative tokens per step, 1/1024 units
         self.replica = np.full(n, -1, dtype=np.int64)
         self.rejected = np.zeros(n, dtype=bool)
         self.reject_reason = np.full(n, "", dtype=object)

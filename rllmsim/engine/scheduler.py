@@ -1,15 +1,17 @@
 """vLLM v1's step policy for one replica.
 
 Each step has a token budget (`max_num_batched_tokens`). Running requests are served first, in
-admission order: a decoding sequence takes one token, a prefilling one takes as much of its
-remaining prompt as the budget allows (chunked prefill). Every scheduled token needs a KV slot; when
-a running request cannot get a block, the most recently admitted running request is preempted
-(its blocks freed, its progress recomputed later) until the block fits or the request itself was
-the one preempted. Only in a step without preemptions are waiting requests admitted, first come
-first served, while `max_num_seqs`, the budget and the free blocks allow.
+admission order: a decoding sequence takes one token (plus k proposed tokens to verify under
+speculative decoding), a prefilling one takes as much of its remaining prompt as the budget allows
+(chunked prefill). Every scheduled token needs a KV slot; when a running request cannot get a
+block, the most recently admitted running request is preempted (its blocks freed, its progress
+recomputed later) until the block fits or the request itself was the one preempted. Only in a step
+without preemptions are waiting requests admitted, first come first served, while
+`max_num_seqs`, the budget and the free blocks allow.
 
-Blocks are allocated when a step is scheduled, tokens are emitted when it ends: a sequence whose
-computed tokens reach its known tokens samples one new token.
+Blocks are allocated when a step is scheduled, tokens are emitted when it ends: a prefilling
+sequence whose computed tokens reach its known tokens samples one token; a decoding sequence emits
+one token, or under speculative decoding its accepted tokens plus one (see `speculation.py`).
 """
 
 from __future__ import annotations
@@ -21,9 +23,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from rllmsim.cost.features import StepFeatures
+from rllmsim.engine import speculation
 from rllmsim.engine.batch import RunningBatch
 from rllmsim.engine.kv_cache import BlockPool
 from rllmsim.engine.request import RequestLedger
+from rllmsim.engine.segment import DecodeRun, plan_decode_run, plan_speculative_run
 from rllmsim.metrics.histogram import LogHistogram
 
 _NO_REQUESTS = np.zeros(0, dtype=np.int64)
@@ -36,6 +40,7 @@ class SchedulerConfig:
     max_num_seqs: int
     max_num_batched_tokens: int
     enable_chunked_prefill: bool = True
+    num_speculative_tokens: int = 0
 
 
 @dataclass
@@ -51,7 +56,7 @@ class StepPlan:
 
     @property
     def pure_decode(self) -> bool:
-        """Every running sequence decodes one token and the batch did not change."""
+        """Every running sequence decodes and the batch did not change."""
         return self.preempted == 0 and self.admitted == 0 and bool(self.is_decode.all())
 
 
@@ -72,81 +77,133 @@ class Scheduler:
         self.ledger = ledger
         self.running = RunningBatch()
         self.waiting: deque[int] = deque()
+        self.spec = config.num_speculative_tokens
 
     @property
     def outstanding(self) -> int:
         return len(self.running) + len(self.waiting)
 
-    def decodes_next(self, plan: StepPlan) -> bool:
-        """Whether the step after `plan` is a pure-decode step of the same batch, whatever the
-        step emits: every running sequence completes its known tokens in `plan` (so it decodes
-        next), the budget covers one token each, and no waiting request can join — the queue is
-        empty, or `plan` was itself pure decode, in which case what kept the waiting head out
-        (budget, sequences, blocks) can only tighten until the batch changes."""
-        batch = self.running
-        if len(batch) > self.config.max_num_batched_tokens:
-            return False
-        if self.waiting and not plan.pure_decode:
-            return False
-        return bool(np.array_equal(batch.computed + plan.sched, batch.tokens))
-
+    # -- one step -------------------------------------------------------------------------
     def schedule(self, now: float) -> StepPlan:
         """Choose the next step's work and allocate its KV blocks."""
         batch, pool = self.running, self.pool
         budget = self.config.max_num_batched_tokens
-        remaining = batch.tokens - batch.computed
-        before = np.cumsum(remaining) - remaining
-        sched = np.minimum(remaining, np.maximum(budget - before, 0))
-        # a sequence holds ceil(computed / block_size) blocks, so an unscheduled one needs none
-        need = _ceil_div(batch.computed + sched, pool.block_size) - batch.blocks
+        want = self._wanted_tokens()
+        before = np.cumsum(want) - want
+        sched = np.minimum(want, np.maximum(budget - before, 0))
+        # a sequence holds at least ceil(computed / block_size) blocks, so an unscheduled one
+        # needs none; speculative lookahead slots may already be held
+        need = np.maximum(_ceil_div(batch.computed + sched, pool.block_size) - batch.blocks, 0)
         total_need = int(need.sum())
         preempted = 0
         if total_need <= pool.free:
             pool.free -= total_need
             batch.blocks += need
         else:
-            sched, preempted = self._schedule_with_preemption(budget)
+            sched, preempted = self._schedule_with_preemption(want, budget)
         budget -= int(sched.sum())
         admitted = 0
         if preempted == 0:
             sched, admitted = self._admit(sched, budget, now)
         computed = batch.computed
-        is_decode = (sched == 1) & (batch.generated >= 1) & (computed == batch.tokens - 1)
+        is_decode = (sched > 0) & (batch.generated >= 1) & (computed == batch.tokens - 1)
         return StepPlan(sched, is_decode, _step_features(sched, computed, is_decode), preempted, admitted)
+
+    def _wanted_tokens(self) -> np.ndarray:
+        batch = self.running
+        remaining = batch.tokens - batch.computed
+        if not self.spec:
+            return remaining
+        decoding = (batch.generated >= 1) & (remaining == 1)
+        return remaining + self.spec * decoding
 
     def apply(self, plan: StepPlan, end: float, itl: LogHistogram) -> StepOutcome:
         """Finish a step at time `end`: advance computed tokens, emit, retire finished requests.
 
-        `itl` receives the inter-token gap of every token emitted after a request's first.
+        `itl` receives the inter-token gap of every sequence that emitted after its first token.
         """
         batch, ledger = self.running, self.ledger
-        batch.computed += plan.sched
-        emit = (plan.sched > 0) & (batch.computed == batch.tokens)
-        batch.generated[emit] += 1
-        batch.tokens[emit] += 1
+        if self.spec:
+            emitted = self._apply_speculative(plan)
+        else:
+            batch.computed += plan.sched
+            emitted = ((plan.sched > 0) & (batch.computed == batch.tokens)).astype(np.int64)
+            batch.generated += emitted
+            batch.tokens += emitted
+        emit = emitted > 0
         rids = batch.rid[emit]
         had_token = ~np.isnan(ledger.last_token[rids])
         if had_token.any():
             itl.add(end - ledger.last_token[rids[had_token]])
         ledger.first_token[rids[~had_token]] = end
         ledger.last_token[rids] = end
-        return StepOutcome(emitted=len(rids), finished=self._retire_finished(end))
+        return StepOutcome(emitted=int(emitted.sum()), finished=self._retire_finished(end))
 
-    def advance_decode(self, steps: int, new_blocks: int, ends: np.ndarray, itl: LogHistogram) -> StepOutcome:
-        """Apply `steps` decode steps of a planned run at once (see `segment.plan_decode_run`).
+    def _apply_speculative(self, plan: StepPlan) -> np.ndarray:
+        """Decoding sequences emit their accepted tokens + 1 (never more than they verified or
+        still owe); prefilling ones emit one token when their prompt completes."""
+        batch, sched, dec = self.running, plan.sched, plan.is_decode
+        gain = speculation.emitted_after(batch.accepted, batch.accept_rate, 1)
+        gain = np.minimum(np.minimum(gain, sched), batch.target - batch.generated)
+        batch.accepted += np.where(dec, batch.accept_rate, 0)
+        batch.computed += np.where(dec, gain, sched)
+        emitted = np.where(dec, gain, (sched > 0) & (batch.computed == batch.tokens)).astype(np.int64)
+        batch.generated += emitted
+        batch.tokens += emitted
+        return emitted
+
+    # -- fast-forward runs ----------------------------------------------------------------
+    def plan_run(self, plan: StepPlan, max_steps: int) -> DecodeRun | None:
+        """The decode steps that follow `plan` before the batch can change, or None.
+
+        They follow when every running sequence decodes after `plan` (each completes its known
+        tokens in it), the budget covers them all, and no waiting request can join: the queue is
+        empty, or `plan` was itself pure decode, in which case what kept the waiting head out
+        (budget, sequences, blocks) can only tighten until the batch changes.
+        """
+        batch, pool = self.running, self.pool
+        per_seq = 1 + self.spec
+        if len(batch) * per_seq > self.config.max_num_batched_tokens:
+            return None
+        if self.waiting and not plan.pure_decode:
+            return None
+        if not self.spec:
+            if not np.array_equal(batch.computed + plan.sched, batch.tokens):
+                return None
+            return plan_decode_run(batch.computed + plan.sched, batch.target - batch.generated - 1,
+                                   pool.free, pool.block_size, max_steps)
+        if not plan.pure_decode or not (plan.sched == per_seq).all():
+            return None
+        gain = speculation.emitted_after(batch.accepted, batch.accept_rate, 1)
+        gain = np.minimum(gain, batch.target - batch.generated)
+        return plan_speculative_run(batch.computed + gain, batch.accepted + batch.accept_rate,
+                                    batch.accept_rate, batch.target - batch.generated - gain, batch.blocks,
+                                    pool.free, pool.block_size, self.spec, max_steps)
+
+    def advance(self, run: DecodeRun, steps: int, ends: np.ndarray, itl: LogHistogram) -> StepOutcome:
+        """Apply the first `steps` steps of a planned run at once.
 
         `ends` holds the end time of the step before the run followed by the run's step ends, so
         each step's gap is the inter-token latency of every running sequence.
         """
         batch, ledger = self.running, self.ledger
-        batch.computed += steps
-        batch.generated += steps
-        batch.tokens += steps
-        self.pool.free -= new_blocks
-        batch.blocks = _ceil_div(batch.computed, self.pool.block_size)
+        if run.accept_rate is None:
+            tokens = steps
+            blocks = _ceil_div(batch.computed + steps, self.pool.block_size)
+        else:
+            tokens = np.minimum(speculation.emitted_after(batch.accepted, run.accept_rate, steps),
+                                batch.target - batch.generated)
+            batch.accepted += steps * run.accept_rate
+            blocks = run.blocks_at(steps - 1)
+        batch.computed += tokens
+        batch.generated += tokens
+        batch.tokens += tokens
+        batch.blocks = blocks
+        self.pool.free -= int(run.new_blocks_cum[steps - 1])
         itl.add(np.diff(ends[: steps + 1]), len(batch))
         ledger.last_token[batch.rid] = ends[steps]
-        return StepOutcome(emitted=steps * len(batch), finished=self._retire_finished(float(ends[steps])))
+        emitted = steps * len(batch) if run.accept_rate is None else int(tokens.sum())
+        return StepOutcome(emitted=emitted, finished=self._retire_finished(float(ends[steps])))
 
     def _retire_finished(self, end: float) -> np.ndarray:
         batch, ledger = self.running, self.ledger
@@ -160,15 +217,16 @@ class Scheduler:
         batch.keep(~done)
         return done_rids
 
-    def _schedule_with_preemption(self, budget: int) -> tuple[np.ndarray, int]:
+    # -- preemption and admission ---------------------------------------------------------
+    def _schedule_with_preemption(self, want: np.ndarray, budget: int) -> tuple[np.ndarray, int]:
         """The rare path: walk running requests in order, preempting the newest for blocks."""
         batch, pool = self.running, self.pool
         sched = np.zeros(len(batch), dtype=np.int64)
         preempted = 0
         i = 0
         while i < len(batch) and budget > 0:
-            take = min(int(batch.tokens[i] - batch.computed[i]), budget)
-            need = math.ceil((int(batch.computed[i]) + take) / pool.block_size) - int(batch.blocks[i])
+            take = min(int(want[i]), budget)
+            need = max(0, math.ceil((int(batch.computed[i]) + take) / pool.block_size) - int(batch.blocks[i]))
             while need > pool.free and i < len(batch):
                 self._preempt_newest()
                 sched = sched[:-1]
@@ -203,7 +261,8 @@ class Scheduler:
             if not pool.allocate(need):
                 break
             self.waiting.popleft()
-            batch.append(rid, tokens, 0, int(ledger.generated[rid]), int(ledger.target[rid]), need)
+            batch.append(rid, tokens, 0, int(ledger.generated[rid]), int(ledger.target[rid]), need,
+                         int(ledger.accept_rate[rid]))
             if np.isnan(ledger.first_scheduled[rid]):
                 ledger.first_scheduled[rid] = now
             admitted.append(take)
@@ -222,13 +281,12 @@ def _step_features(sched: np.ndarray, computed: np.ndarray, is_decode: np.ndarra
     prefill = (sched > 0) & ~is_decode
     chunk, ctx = sched[prefill], computed[prefill]
     one = lambda v: np.array([v], dtype=np.int64)  # noqa: E731 - a one-row column
-    n_decode = int(is_decode.sum())
     return StepFeatures(
         prefill_tokens=one(chunk.sum()),
         prefill_seqs=one(len(chunk)),
         prefill_attn_pairs=one((chunk * ctx + chunk * (chunk + 1) // 2).sum()),
         prefill_kv_tokens=one((chunk + ctx).sum()),
-        decode_seqs=one(n_decode),
-        decode_tokens=one(n_decode),
+        decode_seqs=one(is_decode.sum()),
+        decode_tokens=one(sched[is_decode].sum()),
         decode_kv_tokens=one(computed[is_decode].sum()),
     )

@@ -1,15 +1,16 @@
-"""Fast-forward: the run of decode-only steps that follows a pure-decode step.
+"""Fast-forward: the run of decode-only steps that follows a step after which only decodes remain.
 
 Reasoning workloads spend most of their time in long runs of steps in which the same sequences
-each decode one token. Such a run changes course only when a request finishes, when the block pool
-cannot cover the blocks the next step needs (preemption), or when a new request arrives. Between
-those points every step is known in advance, so a replica plans them all in one vectorised call
-and sleeps until the end of the run (or until an arrival interrupts it).
+each decode. Such a run changes course only when a request finishes, when the block pool cannot
+cover the blocks the next step needs (preemption), or when a new request arrives. Between those
+points every step is known in advance, so a replica plans them all in one vectorised call and
+sleeps until the end of the run (or until an arrival interrupts it).
 
-Given the batch after a pure-decode step, with computed tokens c_i (each holding ceil(c_i / B)
-blocks), the m-th following step computes position c_i + m of each sequence and needs a new block
-exactly when (c_i + m) % B == 0. Counting the sequences by c_i % B gives every step's new-block
-demand at once.
+Without speculation, the m-th step of the run computes position c_i + m of each sequence (c_i its
+computed tokens) and needs a new block exactly when (c_i + m) % B == 0, so counting sequences by
+c_i % B gives every step's block demand at once. With speculation each sequence emits a varying
+number of tokens per step and holds lookahead slots for the k tokens it verifies; its progress has
+a closed form (`speculation.py`), so the run is planned as a (steps x sequences) table instead.
 """
 
 from __future__ import annotations
@@ -19,16 +20,24 @@ from dataclasses import dataclass
 import numpy as np
 
 from rllmsim.cost.features import StepFeatures
+from rllmsim.engine import speculation
 
 
 @dataclass(frozen=True)
 class DecodeRun:
-    """`steps` decode steps after a pure-decode step; `new_blocks_cum[m]` is the blocks allocated
-    by steps 0..m of the run, and `features` describes each step for the cost model."""
+    """`steps` decode steps; `new_blocks_cum[m]` is the blocks allocated by steps 0..m, and
+    `features` describes each step for the cost model. Speculative runs also carry each
+    sequence's acceptance rate and the blocks each holds after every step."""
 
     steps: int
     new_blocks_cum: np.ndarray
     features: StepFeatures
+    accept_rate: np.ndarray | None = None
+    blocks_by_step: np.ndarray | None = None
+
+    def blocks_at(self, step: int) -> np.ndarray:
+        assert self.blocks_by_step is not None
+        return self.blocks_by_step[step]
 
 
 def plan_decode_run(
@@ -38,21 +47,55 @@ def plan_decode_run(
     block_size: int,
     max_steps: int,
 ) -> DecodeRun:
-    """Plan the decode steps that can run before the batch must be rescheduled.
+    """Plan the decode steps (one token each) that can run before the batch must be rescheduled.
 
-    computed: tokens each sequence has in the KV cache (all sequences decode).
+    computed: tokens each sequence has in the KV cache, holding ceil(computed / B) blocks.
     remaining_outputs: tokens each sequence still has to emit (>= 0).
     The run stops at the step in which the first sequence emits its last token (inclusive), before
     the first step whose blocks do not fit in `free_blocks`, and after `max_steps`.
     """
     n = len(computed)
-    if n == 0:
-        return DecodeRun(0, np.zeros(0, dtype=np.int64), StepFeatures.decode_only(np.zeros(0), np.zeros(0)))
-    horizon = int(min(int(remaining_outputs.min()), max_steps))
+    horizon = int(min(int(remaining_outputs.min()), max_steps)) if n else 0
     m = np.arange(horizon, dtype=np.int64)
     residues = np.bincount(computed % block_size, minlength=block_size)
     new_blocks_cum = np.cumsum(residues[(-m) % block_size])
-    steps = int(np.searchsorted(new_blocks_cum, free_blocks, side="right"))
-    steps = min(steps, horizon)
+    steps = min(int(np.searchsorted(new_blocks_cum, free_blocks, side="right")), horizon)
     context = int(computed.sum()) + m[:steps] * n
     return DecodeRun(steps, new_blocks_cum[:steps], StepFeatures.decode_only(np.full(steps, n), context))
+
+
+def plan_speculative_run(
+    computed: np.ndarray,
+    accepted: np.ndarray,
+    accept_rate: np.ndarray,
+    remaining_outputs: np.ndarray,
+    blocks: np.ndarray,
+    free_blocks: int,
+    block_size: int,
+    spec_tokens: int,
+    max_steps: int,
+) -> DecodeRun:
+    """Plan decode steps that each verify `spec_tokens` proposed tokens per sequence.
+
+    A step needs room for the sequence's computed tokens plus 1 + k slots. The run stops at the
+    step in which the first sequence emits its last token, before the first step whose new blocks
+    do not fit, and after `max_steps`.
+    """
+    n = len(computed)
+    if n == 0 or int(remaining_outputs.min()) <= 0:
+        return _empty_run(accept_rate, blocks)
+    finish = speculation.steps_to_emit(accepted, accept_rate, remaining_outputs)
+    horizon = int(min(int(finish.min()), max_steps))
+    m = np.arange(horizon, dtype=np.int64)[:, None]
+    before = speculation.emitted_after(accepted[None, :], accept_rate[None, :], m)
+    held = np.maximum(-(-(computed + before + 1 + spec_tokens) // block_size), blocks)
+    new_blocks_cum = held.sum(axis=1) - int(blocks.sum())
+    steps = min(int(np.searchsorted(new_blocks_cum, free_blocks, side="right")), horizon)
+    context = int(computed.sum()) + before[:steps].sum(axis=1)
+    features = StepFeatures.decode_only(np.full(steps, n), context, tokens_per_seq=1 + spec_tokens)
+    return DecodeRun(steps, new_blocks_cum[:steps], features, accept_rate, held[:steps])
+
+
+def _empty_run(accept_rate: np.ndarray, blocks: np.ndarray) -> DecodeRun:
+    empty = np.zeros(0, dtype=np.int64)
+    return DecodeRun(0, empty, StepFeatures.decode_only(empty, empty), accept_rate, blocks[None, :0])

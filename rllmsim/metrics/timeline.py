@@ -11,7 +11,7 @@ import pandas as pd
 
 TIMELINE_COLUMNS = (
     "replica", "start_s", "end_s", "steps", "running", "waiting", "kv_blocks_start", "kv_blocks_peak",
-    "kv_block_seconds", "kv_block_sq_seconds", "prefill_tokens", "decode_tokens", "preempted",
+    "kv_block_seconds", "kv_block_sq_seconds", "prefill_tokens", "decode_tokens", "output_tokens", "preempted",
 )
 
 
