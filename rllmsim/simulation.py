@@ -35,6 +35,8 @@ CLOSED = ("closed-loop", "batch-waves")
 @dataclass(frozen=True)
 class WorkloadSpec:
     """Who sends what, when. `dataset` is one name or a mix like "math-500:0.5,aime-2024:0.5".
+    `shared_prefix_tokens` > 0 puts a shared prefix (a system prompt, few-shot examples) of that
+    many tokens in front of every prompt, one of `prefix_groups` prefixes per request.
 
     arrival: poisson | gamma | constant (open loop at `rate`), closed-loop (`concurrency` users),
     batch-waves (batches of `concurrency`), or trace (replay `trace`, lengths from the trace).
@@ -53,6 +55,8 @@ class WorkloadSpec:
     trace: str | None = None
     trace_format: str = "auto"
     time_scale: float = 1.0
+    shared_prefix_tokens: int = 0
+    prefix_groups: int = 1
 
     def __post_init__(self) -> None:
         kinds = OPEN_LOOP + CLOSED + ("trace",)
@@ -66,6 +70,9 @@ class WorkloadSpec:
             raise ConfigError(f"concurrency must be >= 1, got {self.concurrency}")
         if self.max_tokens is not None and self.max_tokens < 1:
             raise ConfigError(f"max_tokens must be >= 1, got {self.max_tokens}")
+        if self.shared_prefix_tokens < 0 or self.prefix_groups < 1:
+            raise ConfigError("shared_prefix_tokens must be >= 0 and prefix_groups >= 1, got "
+                              f"{self.shared_prefix_tokens} and {self.prefix_groups}")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -94,7 +101,15 @@ def build_workload(spec: WorkloadSpec, streams: RngStreams) -> tuple[pd.DataFram
         arrivals = np.zeros(n)
         client = ClosedLoop(spec.concurrency, spec.think_time_s) if spec.arrival == "closed-loop" \
             else BatchWaves(spec.concurrency)
-    return make_request_table(arrivals, prompt, output, labels), client
+    group, prefix = _shared_prefixes(spec, n, streams.stream("prefix"))
+    return make_request_table(arrivals, prompt + prefix, output, labels, prefix_group=group,
+                              prefix_tokens=prefix), client
+
+
+def _shared_prefixes(spec: WorkloadSpec, n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    if spec.shared_prefix_tokens == 0:
+        return np.full(n, -1, dtype=np.int64), np.zeros(n, dtype=np.int64)
+    return rng.integers(0, spec.prefix_groups, size=n), np.full(n, spec.shared_prefix_tokens, dtype=np.int64)
 
 
 def _lengths(spec: WorkloadSpec, n: int, rng: np.random.Generator):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -32,7 +34,14 @@ def scenarios(draw):
     gaps = draw(st.lists(st.floats(0, 0.5), min_size=n, max_size=n))
     prompts = draw(st.lists(st.integers(1, 300), min_size=n, max_size=n))
     outputs = draw(st.lists(st.integers(1, 300), min_size=n, max_size=n))
-    table = make_request_table(np.cumsum(gaps), prompts, outputs, "prop")
+    groups = prefix = None
+    if draw(st.booleans()):
+        shared = draw(st.integers(1, 64))
+        groups = np.array(draw(st.lists(st.integers(-1, 2), min_size=n, max_size=n)))
+        prompts = [p + shared if g >= 0 else p for p, g in zip(prompts, groups)]
+        prefix = np.where(groups >= 0, shared, 0)
+        deployment = dataclasses.replace(deployment, enable_prefix_caching=True)
+    table = make_request_table(np.cumsum(gaps), prompts, outputs, "prop", prefix_group=groups, prefix_tokens=prefix)
     router = draw(st.sampled_from(["round-robin", "least-outstanding", "least-kv"]))
     return deployment, table, router
 
@@ -66,7 +75,7 @@ def test_invariants_hold(scenario):
     # without preemption each prompt token is prefilled once; without speculation each later
     # output token is one decode token
     if run.summary["preemptions"] == 0:
-        assert tl["prefill_tokens"].sum() == done["prompt_tokens"].sum()
+        assert tl["prefill_tokens"].sum() == done["prompt_tokens"].sum() - done["cached_tokens"].sum()
         if not deployment.speculative_method:
             assert tl["decode_tokens"].sum() == (done["output_tokens"] - 1).sum()
 

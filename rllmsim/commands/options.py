@@ -62,6 +62,10 @@ _WORKLOAD_OPTIONS = [
     click.option("--trace-format", default="auto", show_default=True),
     click.option("--time-scale", type=float, default=1.0, show_default=True,
                  help="Multiply trace times: 0.5 replays twice as fast."),
+    click.option("--shared-prefix-tokens", type=int, default=0, show_default=True,
+                 help="Tokens of a shared prefix (system prompt, few-shot) before every prompt."),
+    click.option("--prefix-groups", type=int, default=1, show_default=True,
+                 help="Distinct shared prefixes, one drawn per request."),
 ]
 
 
@@ -80,7 +84,8 @@ DEPLOYMENT_KEYS = ("tp", "replicas", "quantization", "kv_cache_dtype", "max_num_
                    "max_model_len", "gpu_memory_utilization", "block_size", "enable_chunked_prefill",
                    "num_gpu_blocks_override", "enable_prefix_caching", "speculative_method", "spec_acceptance_rate")
 WORKLOAD_KEYS = ("arrival", "rate", "cv", "burstiness", "dataset", "lengths_file", "max_tokens", "num_requests",
-                 "concurrency", "think_time_s", "trace", "trace_format", "time_scale")
+                 "concurrency", "think_time_s", "trace", "trace_format", "time_scale", "shared_prefix_tokens",
+                 "prefix_groups")
 
 
 def deployment_from_options(opts: dict[str, Any]) -> Deployment:

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import numpy as np
 
-_FIELDS = ("rid", "tokens", "computed", "generated", "target", "blocks", "accepted", "accept_rate")
-_RID, _TOKENS, _COMPUTED, _GENERATED, _TARGET, _BLOCKS, _ACCEPTED, _ACCEPT_RATE = range(len(_FIELDS))
+_FIELDS = ("rid", "tokens", "computed", "generated", "target", "blocks", "accepted", "accept_rate",
+           "group", "shared", "prefix_blocks")
+(_RID, _TOKENS, _COMPUTED, _GENERATED, _TARGET, _BLOCKS, _ACCEPTED, _ACCEPT_RATE,
+ _GROUP, _SHARED, _PREFIX_BLOCKS) = range(len(_FIELDS))
 
 
 def _row(index: int) -> property:
@@ -27,8 +29,10 @@ def _row(index: int) -> property:
 
 class RunningBatch:
     """Running sequences, one column each: request id, known tokens (prompt + generated), computed
-    tokens, generated tokens, target output tokens, KV blocks held, and for speculative decoding
-    the accumulated and per-step expected emitted tokens in 1/1024 units (see `speculation.py`)."""
+    tokens, generated tokens, target output tokens, KV blocks held privately, for speculative
+    decoding the accumulated and per-step expected emitted tokens in 1/1024 units (see
+    `speculation.py`), and for prefix caching the prefix group (-1 for none), the cached prefix
+    blocks it references, and the prefix blocks it may still publish once computed."""
 
     rid = _row(_RID)
     tokens = _row(_TOKENS)
@@ -38,6 +42,9 @@ class RunningBatch:
     blocks = _row(_BLOCKS)
     accepted = _row(_ACCEPTED)
     accept_rate = _row(_ACCEPT_RATE)
+    group = _row(_GROUP)
+    shared = _row(_SHARED)
+    prefix_blocks = _row(_PREFIX_BLOCKS)
 
     def __init__(self) -> None:
         self._data = np.zeros((len(_FIELDS), 0), dtype=np.int64)
@@ -46,15 +53,17 @@ class RunningBatch:
         return self._data.shape[1]
 
     def append(self, rid: int, tokens: int, computed: int, generated: int, target: int, blocks: int,
-               accept_rate: int = 0) -> None:
-        column = np.array([[rid], [tokens], [computed], [generated], [target], [blocks], [0], [accept_rate]],
-                          dtype=np.int64)
+               accept_rate: int = 0, group: int = -1, shared: int = 0, prefix_blocks: int = 0) -> None:
+        column = np.array([[rid], [tokens], [computed], [generated], [target], [blocks], [0], [accept_rate],
+                           [group], [shared], [prefix_blocks]], dtype=np.int64)
         self._data = np.concatenate((self._data, column), axis=1)
 
-    def pop_last(self) -> tuple[int, int, int]:
-        """Remove the newest sequence; returns its (request id, blocks held, tokens generated)."""
+    def pop_last(self) -> tuple[int, int, int, int]:
+        """Remove the newest sequence; returns its (request id, private blocks, tokens generated,
+        prefix group it references or -1)."""
         last = self._data[:, -1]
-        out = int(last[_RID]), int(last[_BLOCKS]), int(last[_GENERATED])
+        group = int(last[_GROUP]) if last[_SHARED] > 0 else -1
+        out = int(last[_RID]), int(last[_BLOCKS]), int(last[_GENERATED]), group
         self._data = self._data[:, :-1]
         return out
 

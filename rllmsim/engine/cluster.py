@@ -35,6 +35,8 @@ class SimulationResult:
     steps: int
     events: int
     truncated_outputs: int
+    prefix_query_tokens: int = 0
+    prefix_hit_tokens: int = 0
 
 
 class Cluster:
@@ -59,7 +61,8 @@ class Cluster:
         self._waiters: dict[int, simpy.Event] = {}
         self.truncated_outputs = self._apply_max_model_len()
         config = SchedulerConfig(deployment.max_num_seqs, deployment.max_num_batched_tokens,
-                                 deployment.enable_chunked_prefill, deployment.num_speculative_tokens)
+                                 deployment.enable_chunked_prefill, deployment.num_speculative_tokens,
+                                 deployment.enable_prefix_caching)
         if deployment.speculative_method:
             self.ledger.accept_rate[:] = speculation.rate_units(deployment.spec_tokens_per_step)
         self.replicas = [
@@ -123,4 +126,6 @@ class Cluster:
             steps=sum(r.steps for r in self.replicas),
             events=self.arrivals + sum(r.events for r in self.replicas),
             truncated_outputs=self.truncated_outputs,
+            prefix_query_tokens=sum(r.scheduler.prefix_query_tokens for r in self.replicas),
+            prefix_hit_tokens=sum(r.scheduler.prefix_hit_tokens for r in self.replicas),
         )

@@ -30,6 +30,9 @@ class RequestLedger:
         self.finish = np.full(n, NOT_YET)
         self.preemptions = np.zeros(n, dtype=np.int64)
         self.accept_rate = np.zeros(n, dtype=np.int64)  # speculative tokens per step, 1/1024 units
+        self.prefix_group = table["prefix_group"].to_numpy(dtype=np.int64, copy=True)
+        self.prefix_tokens = table["prefix_tokens"].to_numpy(dtype=np.int64, copy=True)
+        self.cached_tokens = np.zeros(n, dtype=np.int64)  # prefix-cache hit at first admission
         self.replica = np.full(n, -1, dtype=np.int64)
         self.rejected = np.zeros(n, dtype=bool)
         self.reject_reason = np.full(n, "", dtype=object)
@@ -49,6 +52,7 @@ class RequestLedger:
             "prompt_tokens": self.prompt,
             "output_tokens": self.generated,
             "target_output_tokens": self.target,
+            "cached_tokens": self.cached_tokens,
             "preemptions": self.preemptions,
             "replica": self.replica,
             "rejected": self.rejected,

@@ -41,6 +41,7 @@ class SchedulerConfig:
     max_num_batched_tokens: int
     enable_chunked_prefill: bool = True
     num_speculative_tokens: int = 0
+    enable_prefix_caching: bool = False
 
 
 @dataclass
@@ -78,6 +79,8 @@ class Scheduler:
         self.running = RunningBatch()
         self.waiting: deque[int] = deque()
         self.spec = config.num_speculative_tokens
+        self.prefix_query_tokens = 0
+        self.prefix_hit_tokens = 0
 
     @property
     def outstanding(self) -> int:
@@ -93,11 +96,11 @@ class Scheduler:
         sched = np.minimum(want, np.maximum(budget - before, 0))
         # a sequence holds at least ceil(computed / block_size) blocks, so an unscheduled one
         # needs none; speculative lookahead slots may already be held
-        need = np.maximum(_ceil_div(batch.computed + sched, pool.block_size) - batch.blocks, 0)
+        need = np.maximum(_ceil_div(batch.computed + sched, pool.block_size) - batch.blocks - batch.shared, 0)
         total_need = int(need.sum())
         preempted = 0
         if total_need <= pool.free:
-            pool.free -= total_need
+            pool.take(total_need)
             batch.blocks += need
         else:
             sched, preempted = self._schedule_with_preemption(want, budget)
@@ -130,6 +133,8 @@ class Scheduler:
             emitted = ((plan.sched > 0) & (batch.computed == batch.tokens)).astype(np.int64)
             batch.generated += emitted
             batch.tokens += emitted
+        if self.config.enable_prefix_caching:
+            self._publish_prefixes()
         emit = emitted > 0
         rids = batch.rid[emit]
         had_token = ~np.isnan(ledger.last_token[rids])
@@ -138,6 +143,18 @@ class Scheduler:
         ledger.first_token[rids[~had_token]] = end
         ledger.last_token[rids] = end
         return StepOutcome(emitted=int(emitted.sum()), finished=self._retire_finished(end))
+
+    def _publish_prefixes(self) -> None:
+        """Sequences whose computed tokens now cover their group's prefix publish its full blocks
+        (each sequence tries once; a group cached meanwhile by another keeps that copy)."""
+        batch, pool = self.running, self.pool
+        ready = np.flatnonzero((batch.prefix_blocks > 0) & (batch.computed >= batch.prefix_blocks * pool.block_size))
+        for i in ready.tolist():
+            blocks = int(batch.prefix_blocks[i])
+            if pool.cache_prefix(int(batch.group[i]), blocks):
+                batch.blocks[i] -= blocks
+                batch.shared[i] = blocks
+            batch.prefix_blocks[i] = 0
 
     def _apply_speculative(self, plan: StepPlan) -> np.ndarray:
         """Decoding sequences emit their accepted tokens + 1 (never more than they verified or
@@ -177,8 +194,8 @@ class Scheduler:
         gain = speculation.emitted_after(batch.accepted, batch.accept_rate, 1)
         gain = np.minimum(gain, batch.target - batch.generated)
         return plan_speculative_run(batch.computed + gain, batch.accepted + batch.accept_rate,
-                                    batch.accept_rate, batch.target - batch.generated - gain, batch.blocks,
-                                    pool.free, pool.block_size, self.spec, max_steps)
+                                    batch.accept_rate, batch.target - batch.generated - gain,
+                                    batch.blocks + batch.shared, pool.free, pool.block_size, self.spec, max_steps)
 
     def advance(self, run: DecodeRun, steps: int, ends: np.ndarray, itl: LogHistogram) -> StepOutcome:
         """Apply the first `steps` steps of a planned run at once.
@@ -189,17 +206,17 @@ class Scheduler:
         batch, ledger = self.running, self.ledger
         if run.accept_rate is None:
             tokens = steps
-            blocks = _ceil_div(batch.computed + steps, self.pool.block_size)
+            held = _ceil_div(batch.computed + steps, self.pool.block_size)
         else:
             tokens = np.minimum(speculation.emitted_after(batch.accepted, run.accept_rate, steps),
                                 batch.target - batch.generated)
             batch.accepted += steps * run.accept_rate
-            blocks = run.blocks_at(steps - 1)
+            held = run.blocks_at(steps - 1)
         batch.computed += tokens
         batch.generated += tokens
         batch.tokens += tokens
-        batch.blocks = blocks
-        self.pool.free -= int(run.new_blocks_cum[steps - 1])
+        batch.blocks = held - batch.shared
+        self.pool.take(int(run.new_blocks_cum[steps - 1]))
         itl.add(np.diff(ends[: steps + 1]), len(batch))
         ledger.last_token[batch.rid] = ends[steps]
         emitted = steps * len(batch) if run.accept_rate is None else int(tokens.sum())
@@ -214,6 +231,8 @@ class Scheduler:
         ledger.finish[done_rids] = end
         ledger.generated[done_rids] = batch.generated[done]
         self.pool.release(int(batch.blocks[done].sum()))
+        for group in batch.group[done & (batch.shared > 0)].tolist():
+            self.pool.dereference(group)
         batch.keep(~done)
         return done_rids
 
@@ -226,14 +245,15 @@ class Scheduler:
         i = 0
         while i < len(batch) and budget > 0:
             take = min(int(want[i]), budget)
-            need = max(0, math.ceil((int(batch.computed[i]) + take) / pool.block_size) - int(batch.blocks[i]))
+            held = int(batch.blocks[i] + batch.shared[i])
+            need = max(0, math.ceil((int(batch.computed[i]) + take) / pool.block_size) - held)
             while need > pool.free and i < len(batch):
                 self._preempt_newest()
                 sched = sched[:-1]
                 preempted += 1
             if i >= len(batch):
                 break
-            pool.free -= need
+            pool.take(need)
             batch.blocks[i] += need
             sched[i] = take
             budget -= take
@@ -241,8 +261,10 @@ class Scheduler:
         return sched, preempted
 
     def _preempt_newest(self) -> None:
-        rid, blocks, generated = self.running.pop_last()
+        rid, blocks, generated, group = self.running.pop_last()
         self.pool.release(blocks)
+        if group >= 0:
+            self.pool.dereference(group)
         self.ledger.generated[rid] = generated
         self.ledger.preemptions[rid] += 1
         self.waiting.appendleft(rid)
@@ -254,22 +276,44 @@ class Scheduler:
         while self.waiting and len(batch) < cfg.max_num_seqs and budget > 0:
             rid = self.waiting[0]
             tokens = int(ledger.prompt[rid] + ledger.generated[rid])
-            if not cfg.enable_chunked_prefill and tokens > budget:
+            group, prefix_blocks, hit_blocks = self._prefix_lookup(rid, tokens)
+            hit = hit_blocks * pool.block_size
+            if not cfg.enable_chunked_prefill and tokens - hit > budget:
                 break
-            take = min(tokens, budget)
-            need = pool.blocks_for(take)
-            if not pool.allocate(need):
+            take = min(tokens - hit, budget)
+            need = pool.blocks_for(hit + take) - hit_blocks
+            if need + (pool.reference_cost(group) if hit_blocks else 0) > pool.free:
                 break
+            if hit_blocks:
+                pool.reference(group)
+            pool.take(need)
             self.waiting.popleft()
-            batch.append(rid, tokens, 0, int(ledger.generated[rid]), int(ledger.target[rid]), need,
-                         int(ledger.accept_rate[rid]))
+            batch.append(rid, tokens, hit, int(ledger.generated[rid]), int(ledger.target[rid]), need,
+                         int(ledger.accept_rate[rid]), group, hit_blocks, 0 if hit_blocks else prefix_blocks)
+            if cfg.enable_prefix_caching:
+                self.prefix_query_tokens += tokens
+                self.prefix_hit_tokens += hit
             if np.isnan(ledger.first_scheduled[rid]):
                 ledger.first_scheduled[rid] = now
+                ledger.cached_tokens[rid] = hit
             admitted.append(take)
             budget -= take
         if admitted:
             sched = np.concatenate([sched, np.asarray(admitted, dtype=np.int64)])
         return sched, len(admitted)
+
+    def _prefix_lookup(self, rid: int, tokens: int) -> tuple[int, int, int]:
+        """(group, full prefix blocks, cached blocks usable now) for a request about to be
+        admitted. As in vLLM, the last prompt token is always recomputed, so a hit never covers
+        the whole prompt."""
+        if not self.config.enable_prefix_caching:
+            return -1, 0, 0
+        group = int(self.ledger.prefix_group[rid])
+        if group < 0:
+            return -1, 0, 0
+        prefix_blocks = int(self.ledger.prefix_tokens[rid]) // self.pool.block_size
+        hit_blocks = min(self.pool.cached_blocks(group), prefix_blocks, (tokens - 1) // self.pool.block_size)
+        return group, prefix_blocks, hit_blocks
 
 
 def _ceil_div(a: np.ndarray, b: int) -> np.ndarray:

@@ -79,6 +79,11 @@ def summarize(
                        "total_tokens_per_s": per_s(float(outputs.sum() + done["prompt_tokens"].sum()))},
         "kv": kv_stats(result.timeline, result.capacity_blocks, replicas, result.simulated_s),
         "preemptions": int(requests["preemptions"].sum()),
+        "prefix_cache": {
+            "query_tokens": result.prefix_query_tokens,
+            "hit_tokens": result.prefix_hit_tokens,
+            "hit_rate": result.prefix_hit_tokens / result.prefix_query_tokens if result.prefix_query_tokens else 0.0,
+        },
         "stragglers": summarize_stragglers(done, duration, straggler_factor),
         "sim": {"simulated_s": result.simulated_s, "wall_s": result.wall_s, "steps": result.steps,
                 "events": result.events, "timeline_rows": int(len(result.timeline))},
