@@ -176,13 +176,15 @@ class Scheduler:
         They follow when every running sequence decodes after `plan` (each completes its known
         tokens in it), the budget covers them all, and no waiting request can join: the queue is
         empty, or `plan` was itself pure decode, in which case what kept the waiting head out
-        (budget, sequences, blocks) can only tighten until the batch changes.
+        (budget, sequences, blocks) can only tighten until the batch changes. With prefix caching
+        that last argument fails: a decode step can evict the cached prefix the waiting head would
+        have had to pull out of the free pool, making the head cheaper to admit.
         """
         batch, pool = self.running, self.pool
         per_seq = 1 + self.spec
         if len(batch) * per_seq > self.config.max_num_batched_tokens:
             return None
-        if self.waiting and not plan.pure_decode:
+        if self.waiting and (not plan.pure_decode or self.config.enable_prefix_caching):
             return None
         if not self.spec:
             if not np.array_equal(batch.computed + plan.sched, batch.tokens):
