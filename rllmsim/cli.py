@@ -14,6 +14,7 @@ from rllmsim.errors import ConfigError
 
 SUBCOMMANDS: tuple[str, ...] = (
     "simulate",
+    "compare",
 )
 
 

@@ -1,0 +1,193 @@
+"""Running a comparison: one workload, one seed, several variants; and writing its outputs.
+
+Every variant sees the identical request table: the workload is drawn from the run's named RNG
+streams ("arrivals", "lengths"), which no deployment setting touches, so deltas come from the
+deployment alone.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+import pandas as pd
+
+from rllmsim.compare.table import METRICS, Metric, delta_frame, format_table
+from rllmsim.compare.variants import Variant
+from rllmsim.cost.base import CostModel
+from rllmsim.deployment import Deployment
+from rllmsim.errors import ConfigError
+from rllmsim.metrics.stragglers import DEFAULT_FACTOR
+from rllmsim.rundir import check_new_dir, to_jsonable, write_json_atomic, write_run
+from rllmsim.simulation import RunOutput, WorkloadSpec, run_simulation
+
+FILES = ("compare.json", "compare.csv", "compare.html")
+
+
+@dataclass
+class Comparison:
+    """The runs of every variant (in order, the first the baseline) and their delta table."""
+
+    variants: list[Variant]
+    workload: WorkloadSpec | pd.DataFrame
+    seed: int
+    runs: dict[str, RunOutput]
+    table: pd.DataFrame
+    metrics: Sequence[Metric] = field(default=METRICS)
+
+    @property
+    def baseline(self) -> str:
+        return self.variants[0].name
+
+    def summaries(self) -> dict[str, dict[str, Any]]:
+        return {name: run.summary for name, run in self.runs.items()}
+
+    def wide(self, column: str = "value") -> pd.DataFrame:
+        """Metrics x variants of `column` (value, delta or delta_pct)."""
+        wide = self.table.pivot(index="metric", columns="variant", values=column)
+        order = list(dict.fromkeys(self.table["metric"]))
+        return wide.loc[order, [v.name for v in self.variants]]
+
+    def value(self, variant: str, metric: str) -> float | None:
+        row = self.table[(self.table["variant"] == variant) & (self.table["metric"] == metric)]
+        return None if row.empty or pd.isna(row["value"].iloc[0]) else float(row["value"].iloc[0])
+
+    def delta_pct(self, variant: str, metric: str) -> float | None:
+        row = self.table[(self.table["variant"] == variant) & (self.table["metric"] == metric)]
+        return None if row.empty or pd.isna(row["delta_pct"].iloc[0]) else float(row["delta_pct"].iloc[0])
+
+    def title(self) -> str:
+        dep = self.variants[0].deployment
+        head = f"{dep.model.name} on {dep.gpu.name} tp{dep.tp}"
+        if dep.replicas > 1:
+            head += f" x{dep.replicas}"
+        return f"{head} · {_describe_workload(self.workload)} · seed {self.seed}"
+
+    def format(self) -> str:
+        table = format_table(self.table, self.metrics, title=self.title())
+        legend = [f"  {v.name}: {' '.join(v.flags) or '(shared deployment)'}" for v in self.variants]
+        return "\n".join([table, "variants:", *legend])
+
+    def to_json(self) -> dict[str, Any]:
+        workload = self.workload.to_dict() if isinstance(self.workload, WorkloadSpec) \
+            else {"arrival": "table", "num_requests": len(self.workload)}
+        metrics = []
+        for key, group in self.table.groupby("metric", sort=False):
+            first = group.iloc[0]
+            metrics.append({
+                "metric": key, "label": first["label"], "unit": first["unit"], "better": first["better"],
+                "values": _by_variant(group, "value"), "delta": _by_variant(group, "delta"),
+                "delta_pct": _by_variant(group, "delta_pct"),
+            })
+        return {
+            "baseline": self.baseline,
+            "seed": self.seed,
+            "workload": workload,
+            "title": self.title(),
+            "variants": [{"name": v.name, "flags": list(v.flags), "overrides": dict(v.overrides),
+                          "router": v.router, "deployment": v.deployment.to_dict(),
+                          "summary": self.runs[v.name].summary} for v in self.variants],
+            "metrics": metrics,
+        }
+
+    def to_csv(self) -> str:
+        buffer = io.StringIO()
+        self.table.to_csv(buffer, index=False, quoting=csv.QUOTE_MINIMAL, float_format="%.10g")
+        return buffer.getvalue()
+
+
+def _open_permissions(root: Path) -> None:
+    """mkdtemp/mkstemp create owner-only paths; give the outputs the modes the umask allows."""
+    umask = os.umask(0)
+    os.umask(umask)
+    for path in [root, *root.rglob("*")]:
+        os.chmod(path, (0o777 if path.is_dir() else 0o666) & ~umask)
+
+
+def _by_variant(group: pd.DataFrame, column: str) -> dict[str, float | None]:
+    return {str(v): (None if pd.isna(x) else float(x)) for v, x in zip(group["variant"], group[column])}
+
+
+def _describe_workload(workload: WorkloadSpec | pd.DataFrame) -> str:
+    if not isinstance(workload, WorkloadSpec):
+        return f"request table of {len(workload)} requests"
+    w = workload
+    if w.arrival == "trace":
+        return f"trace {w.trace} (x{w.time_scale:g} time)"
+    if w.arrival in ("closed-loop", "batch-waves"):
+        load = f"{w.arrival} concurrency {w.concurrency}"
+    else:
+        shape = f" cv {w.cv:g}" if w.arrival == "gamma" and w.cv is not None else (
+            f" burstiness {w.burstiness:g}" if w.burstiness is not None else "")
+        load = f"{w.arrival} {w.rate:g} req/s{shape}"
+    budget = f" · max_tokens {w.max_tokens}" if w.max_tokens else ""
+    lengths = w.lengths_file or w.dataset
+    return f"{load} · {lengths} · {w.num_requests} requests{budget}"
+
+
+def run_comparison(
+    variants: Sequence[Variant],
+    workload: WorkloadSpec | pd.DataFrame,
+    seed: int = 0,
+    slos_s: Mapping[str, float] | None = None,
+    straggler_factor: float = DEFAULT_FACTOR,
+    fast_forward: bool = True,
+    cost_model: Callable[[Deployment], CostModel] | None = None,
+    metrics: Sequence[Metric] = METRICS,
+    progress: Callable[[str], None] | None = None,
+    **run_kwargs: Any,
+) -> Comparison:
+    """Simulate `workload` with `seed` under every variant; the first variant is the baseline.
+
+    `cost_model`, if given, builds the cost model for each variant's deployment (default: the
+    roofline). Extra keyword arguments go to `run_simulation` (e.g. `client=`).
+    """
+    variants = list(variants)
+    if not variants:
+        raise ConfigError("a comparison needs at least one variant")
+    names = [v.name for v in variants]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"variant names must be unique, got {names}")
+    runs: dict[str, RunOutput] = {}
+    for variant in variants:
+        if progress:
+            progress(variant.name)
+        model = cost_model(variant.deployment) if cost_model else None
+        runs[variant.name] = run_simulation(variant.deployment, workload, seed=seed, cost_model=model,
+                                            router=variant.router, fast_forward=fast_forward, slos_s=slos_s,
+                                            straggler_factor=straggler_factor, **run_kwargs)
+    table = delta_frame({n: r.summary for n, r in runs.items()}, metrics)
+    return Comparison(variants, workload, seed, runs, table, metrics)
+
+
+def write_comparison(comparison: Comparison, out: str | Path, html: bool = True, save_runs: bool = False) -> Path:
+    """Write compare.json, compare.csv, compare.html (and each variant's run directory with
+    `save_runs`) into the new directory `out`, atomically: all of it appears at once or none."""
+    from rllmsim.compare.figures import comparison_html
+
+    out = check_new_dir(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp"))
+    try:
+        write_json_atomic(staging / "compare.json", to_jsonable(comparison.to_json()))
+        (staging / "compare.csv").write_text(comparison.to_csv())
+        if html:
+            (staging / "compare.html").write_text(comparison_html(comparison, comparison.metrics), encoding="utf-8")
+        if save_runs:
+            for name, run in comparison.runs.items():
+                write_run(staging / "runs" / name, {"requests": run.requests, "timeline": run.result.timeline},
+                          run.summary)
+        _open_permissions(staging)
+        if out.exists():
+            out.rmdir()
+        os.replace(staging, out)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return out
