@@ -41,7 +41,7 @@ class Deployment:
     gpu_memory_utilization: float = 0.9
     block_size: int = 16
     enable_chunked_prefill: bool = True
-    enable_prefix_caching: bool = False
+    enable_prefix_caching: bool = True
     num_gpu_blocks_override: int | None = None
     speculative_method: str | None = None
     num_speculative_tokens: int = 0

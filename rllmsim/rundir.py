@@ -56,6 +56,17 @@ def to_jsonable(value: Any) -> Any:
     return value
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _as_if_created(path: Path, directory: bool = False) -> None:
+    """mkstemp/mkdtemp create owner-only entries; give them the modes a plain create would."""
+    os.chmod(path, (0o777 if directory else 0o666) & ~_umask())
+
+
 def write_json_atomic(path: str | Path, payload: Any) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -63,6 +74,7 @@ def write_json_atomic(path: str | Path, payload: Any) -> None:
     with os.fdopen(fd, "w") as handle:
         json.dump(to_jsonable(payload), handle, indent=2, sort_keys=False)
         handle.write("\n")
+    _as_if_created(Path(tmp))
     os.replace(tmp, path)
 
 
@@ -72,6 +84,7 @@ def write_run(path: str | Path, tables: dict[str, pd.DataFrame], summary: dict[s
     path = check_new_dir(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
+    _as_if_created(staging, directory=True)
     try:
         for name, frame in tables.items():
             frame.to_parquet(staging / f"{name}.parquet", index=False)

@@ -21,6 +21,7 @@ import numpy as np
 
 from rllmsim.cost.features import StepFeatures
 from rllmsim.deployment import Deployment
+from rllmsim.specs import dtype_bytes
 
 TERA = 1e12
 GIGA = 1e9
@@ -41,6 +42,9 @@ class RooflineParams:
         dequantized inside the kernel (AWQ/GPTQ int4 Marlin, FP8 weights on chips without FP8
         tensor cores): memory-bound small batches still gain from the smaller weights, but
         compute-bound large batches run slower than plain BF16.
+    fp8_kv_attention_efficiency: share of attention compute throughput left when an FP8 KV cache
+        is dequantized inside the attention kernel; its reads are half the bytes, so
+        bandwidth-bound decodes still gain while compute-bound prefills lose a little.
     """
 
     gemm_efficiency: float = 0.65
@@ -51,6 +55,7 @@ class RooflineParams:
     step_overhead_s: float = 2.5e-3
     per_seq_overhead_s: float = 12e-6
     weight_only_dequant_efficiency: float = 0.75
+    fp8_kv_attention_efficiency: float = 0.8
 
 
 def gemm_peak_tflops(deployment: Deployment, params: RooflineParams) -> float:
@@ -82,6 +87,8 @@ class RooflineCostModel:
         model, gpu, tp = deployment.model, deployment.gpu, deployment.tp
         gemm_flops_per_s = gemm_peak_tflops(deployment, p) * TERA * p.gemm_efficiency
         attn_flops_per_s = gpu.bf16_tflops * TERA * p.attention_efficiency
+        if dtype_bytes(deployment.kv_cache_dtype) < 2:
+            attn_flops_per_s *= p.fp8_kv_attention_efficiency
         bytes_per_s = gpu.hbm_bandwidth_gbps * GIGA * p.memory_efficiency
         lm_head_params = model.vocab_size * model.hidden_size
         layer_params = model.linear_params_per_token() - lm_head_params

@@ -17,6 +17,9 @@ _FIELDS = ("rid", "tokens", "computed", "generated", "target", "blocks", "accept
  _GROUP, _SHARED, _PREFIX_BLOCKS) = range(len(_FIELDS))
 
 
+FIELD_INDEX = {name: i for i, name in enumerate(_FIELDS)}
+
+
 def _row(index: int) -> property:
     def get(self: "RunningBatch") -> np.ndarray:
         return self._data[index]
@@ -58,14 +61,11 @@ class RunningBatch:
                            [group], [shared], [prefix_blocks]], dtype=np.int64)
         self._data = np.concatenate((self._data, column), axis=1)
 
-    def pop_last(self) -> tuple[int, int, int, int]:
-        """Remove the newest sequence; returns its (request id, private blocks, tokens generated,
-        prefix group it references or -1)."""
-        last = self._data[:, -1]
-        group = int(last[_GROUP]) if last[_SHARED] > 0 else -1
-        out = int(last[_RID]), int(last[_BLOCKS]), int(last[_GENERATED]), group
+    def pop_last(self) -> np.ndarray:
+        """Remove the newest sequence and return its column (index it with `FIELD_INDEX`)."""
+        last = self._data[:, -1].copy()
         self._data = self._data[:, :-1]
-        return out
+        return last
 
     def keep(self, mask: np.ndarray) -> None:
         """Drop the sequences where `mask` is False, preserving order."""

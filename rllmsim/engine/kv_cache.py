@@ -5,7 +5,8 @@ computed tokens owns ceil(c / block_size) blocks. Which block a sequence owns ne
 long a step takes, so the pool only counts.
 
 Prefix caching is modelled per prefix group (requests that share their first tokens: a system
-prompt, few-shot examples, an earlier turn). Once one request of a group has computed the shared
+prompt, few-shot examples, an earlier turn), plus one private group per preempted request, whose
+computed blocks stay cached after preemption so its recompute can hit them. Once one request of a group has computed the shared
 prefix, its full blocks stay cached: later requests of the group reference them instead of
 recomputing. A cached prefix nobody references is free (vLLM counts it in the free queue and in
 neither KV usage) but keeps its contents until the space is needed; then the least recently
@@ -85,6 +86,15 @@ class BlockPool:
             self._evictable[group] = size
             self._evictable_blocks += size
             self.free += size
+
+    def keep_released(self, group: int, blocks: int) -> None:
+        """Blocks just released (already counted free) keep their contents as an unreferenced,
+        evictable cached prefix of `group`: what a preempted request leaves behind."""
+        if group in self._cached or blocks <= 0:
+            return
+        self._cached[group] = blocks
+        self._evictable[group] = blocks
+        self._evictable_blocks += blocks
 
     def cache_prefix(self, group: int, blocks: int) -> bool:
         """A request that computed `blocks` full prefix blocks publishes them for its group and

@@ -24,7 +24,7 @@ import numpy as np
 
 from rllmsim.cost.features import StepFeatures
 from rllmsim.engine import speculation
-from rllmsim.engine.batch import RunningBatch
+from rllmsim.engine.batch import FIELD_INDEX, RunningBatch
 from rllmsim.engine.kv_cache import BlockPool
 from rllmsim.engine.request import RequestLedger
 from rllmsim.engine.segment import DecodeRun, plan_decode_run, plan_speculative_run
@@ -176,15 +176,15 @@ class Scheduler:
         They follow when every running sequence decodes after `plan` (each completes its known
         tokens in it), the budget covers them all, and no waiting request can join: the queue is
         empty, or `plan` was itself pure decode, in which case what kept the waiting head out
-        (budget, sequences, blocks) can only tighten until the batch changes. With prefix caching
-        that last argument fails: a decode step can evict the cached prefix the waiting head would
-        have had to pull out of the free pool, making the head cheaper to admit.
+        (budget, sequences, blocks) can only tighten until the batch changes — unless the head
+        would reuse an unreferenced cached prefix, which it must pull out of the free pool: a
+        decode step can evict that prefix and make the head cheaper to admit.
         """
         batch, pool = self.running, self.pool
         per_seq = 1 + self.spec
         if len(batch) * per_seq > self.config.max_num_batched_tokens:
             return None
-        if self.waiting and (not plan.pure_decode or self.config.enable_prefix_caching):
+        if self.waiting and (not plan.pure_decode or self._head_reuses_evictable_prefix()):
             return None
         if not self.spec:
             if not np.array_equal(batch.computed + plan.sched, batch.tokens):
@@ -198,6 +198,13 @@ class Scheduler:
         return plan_speculative_run(batch.computed + gain, batch.accepted + batch.accept_rate,
                                     batch.accept_rate, batch.target - batch.generated - gain,
                                     batch.blocks + batch.shared, pool.free, pool.block_size, self.spec, max_steps)
+
+    def _head_reuses_evictable_prefix(self) -> bool:
+        if not self.config.enable_prefix_caching:
+            return False
+        rid = self.waiting[0]
+        group, _, hit_blocks = self._prefix_lookup(rid, int(self.ledger.prompt[rid] + self.ledger.generated[rid]))
+        return hit_blocks > 0 and self.pool.reference_cost(group) > 0
 
     def advance(self, run: DecodeRun, steps: int, ends: np.ndarray, itl: LogHistogram) -> StepOutcome:
         """Apply the first `steps` steps of a planned run at once.
@@ -263,10 +270,18 @@ class Scheduler:
         return sched, preempted
 
     def _preempt_newest(self) -> None:
-        rid, blocks, generated, group = self.running.pop_last()
+        """Preempt by recompute. With prefix caching the freed blocks keep their contents (vLLM
+        returns them to the free queue still hashed), so the request may hit them on readmission
+        unless they are evicted first."""
+        seq = self.running.pop_last()
+        rid, blocks, shared = int(seq[FIELD_INDEX["rid"]]), int(seq[FIELD_INDEX["blocks"]]), int(seq[FIELD_INDEX["shared"]])
         self.pool.release(blocks)
-        if group >= 0:
-            self.pool.dereference(group)
+        if shared > 0:
+            self.pool.dereference(int(seq[FIELD_INDEX["group"]]))
+        elif self.config.enable_prefix_caching:
+            full = int(seq[FIELD_INDEX["computed"]]) // self.pool.block_size
+            self.pool.keep_released(_own_group(rid), min(full, blocks))
+        generated = int(seq[FIELD_INDEX["generated"]])
         self.ledger.generated[rid] = generated
         self.ledger.preemptions[rid] += 1
         self.waiting.appendleft(rid)
@@ -310,12 +325,20 @@ class Scheduler:
         the whole prompt."""
         if not self.config.enable_prefix_caching:
             return -1, 0, 0
+        own = self.pool.cached_blocks(_own_group(rid))
+        if own:
+            return _own_group(rid), 0, min(own, (tokens - 1) // self.pool.block_size)
         group = int(self.ledger.prefix_group[rid])
         if group < 0:
             return -1, 0, 0
         prefix_blocks = int(self.ledger.prefix_tokens[rid]) // self.pool.block_size
         hit_blocks = min(self.pool.cached_blocks(group), prefix_blocks, (tokens - 1) // self.pool.block_size)
         return group, prefix_blocks, hit_blocks
+
+
+def _own_group(rid: int) -> int:
+    """The private prefix-cache key of a preempted request (shared groups are >= 0, -1 is none)."""
+    return -2 - rid
 
 
 def _ceil_div(a: np.ndarray, b: int) -> np.ndarray:
