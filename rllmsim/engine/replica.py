@@ -74,11 +74,8 @@ class Replica:
         it starts); a step that ends exactly at `now` still counts as in progress."""
         if self._in_flight is None:
             return self.scheduler.pool.used
-        ends, used_first, new_blocks_cum = self._in_flight
-        step = int(np.searchsorted(ends, now, side="left"))
-        if step == 0 or len(new_blocks_cum) == 0:
-            return used_first
-        return used_first + int(new_blocks_cum[min(step, len(new_blocks_cum)) - 1])
+        ends, used = self._in_flight
+        return int(used[min(int(np.searchsorted(ends, now, side="left")), len(used) - 1)])
 
     # -- the process ----------------------------------------------------------------------
     def _run(self):
@@ -89,24 +86,39 @@ class Replica:
                 yield self._wake
                 self.events += 1
                 self.clock = max(self.clock, env.now)
-            plan = scheduler.schedule(self.clock)
-            if not plan.sched.any():
+            plan, run, times, used = self._plan()
+            if plan is None and run is None:
                 continue  # the only running request preempted itself; the next step readmits it
-            ends, run = self._plan_times(plan)
-            used_first = scheduler.pool.used
-            self._in_flight = (ends, used_first, run.new_blocks_cum if run else np.zeros(0, np.int64))
-            done = yield from self._sleep_until(ends)
+            self._in_flight = (times[1:], used)
+            done = yield from self._sleep_until(times[1:])
             self._in_flight = None
-            self._apply(plan, run, ends, done, used_first)
+            self._apply(plan, run, times[: done + 1], used[:done])
 
-    def _plan_times(self, plan: StepPlan) -> tuple[np.ndarray, DecodeRun | None]:
+    def _plan(self) -> tuple[StepPlan | None, DecodeRun | None, np.ndarray, np.ndarray]:
+        """The next segment: an optional scheduled step, then an optional fast-forwarded run.
+
+        Returns the plan, the run, the step boundary times (segment start first) and the KV
+        blocks in use during each step. A batch that only decodes, with nobody waiting, skips the
+        general scheduler: its whole segment is one run.
+        """
+        scheduler = self.scheduler
+        used_before = scheduler.pool.used
+        run = scheduler.plan_decode_only_run(self.max_run_steps) if self.fast_forward else None
+        if run is not None and run.steps:
+            durations = self.cost_model.step_time(run.features)
+            used = used_before + run.new_blocks_cum
+            return None, run, np.add.accumulate(np.concatenate(([self.clock], durations))), used
+        plan = scheduler.schedule(self.clock)
+        if not plan.sched.any():
+            return None, None, np.zeros(0), np.zeros(0)
         first = float(self.cost_model.step_time(plan.features)[0])
-        run = self.scheduler.plan_run(plan, self.max_run_steps) if self.fast_forward else None
+        used_first = scheduler.pool.used
+        run = scheduler.plan_run(plan, self.max_run_steps) if self.fast_forward else None
         if run is None or run.steps == 0:
-            return np.array([self.clock + first]), None
+            return plan, None, np.array([self.clock, self.clock + first]), np.array([used_first])
         durations = self.cost_model.step_time(run.features)
         times = np.add.accumulate(np.concatenate(([self.clock, first], durations)))
-        return times[1:], run
+        return plan, run, times, np.concatenate(([used_first], used_first + run.new_blocks_cum))
 
     def _sleep_until(self, ends: np.ndarray):
         """Sleep until the planned steps end or an arrival interrupts; returns the steps done."""
@@ -126,29 +138,36 @@ class Replica:
             self.events += 1
         return in_progress + 1
 
-    def _apply(self, plan: StepPlan, run: DecodeRun | None, ends: np.ndarray, done: int, used_first: int) -> None:
+    def _apply(self, plan: StepPlan | None, run: DecodeRun | None, times: np.ndarray, used: np.ndarray) -> None:
+        """Apply the steps done: `times` holds the segment start and each done step's end,
+        `used` the blocks in use during each done step."""
         scheduler = self.scheduler
-        start, running, waiting = self.clock, len(scheduler.running), len(scheduler.waiting)
-        outcome = scheduler.apply(plan, float(ends[0]), self.itl)
-        finished, emitted = outcome.finished, outcome.emitted
-        extra = done - 1
-        used = np.array([used_first], dtype=np.float64)
-        decode_tokens = int(plan.features.decode_tokens[0])
-        if extra > 0:
+        running, waiting = len(scheduler.running), len(scheduler.waiting)
+        done = len(times) - 1
+        emitted, finished = 0, None
+        prefill_tokens = decode_tokens = preempted = 0
+        run_steps, run_times = done, times
+        if plan is not None:
+            outcome = scheduler.apply(plan, float(times[1]), self.itl)
+            emitted, finished = outcome.emitted, outcome.finished
+            prefill_tokens = int(plan.features.prefill_tokens[0])
+            decode_tokens = int(plan.features.decode_tokens[0])
+            preempted = plan.preempted
+            run_steps, run_times = done - 1, times[1:]
+        if run_steps > 0:
             assert run is not None
-            outcome = scheduler.advance(run, extra, ends, self.itl)
-            finished, emitted = outcome.finished, emitted + outcome.emitted
-            used = np.concatenate((used, used_first + run.new_blocks_cum[:extra].astype(np.float64)))
-            decode_tokens += int(run.features.decode_tokens[:extra].sum())
-        self.clock = float(ends[done - 1])
+            outcome = scheduler.advance(run, run_steps, run_times, self.itl)
+            emitted, finished = emitted + outcome.emitted, outcome.finished
+            decode_tokens += int(run.features.decode_tokens[:run_steps].sum())
+        start, self.clock = float(times[0]), float(times[-1])
         self.steps += done
-        durations = np.diff(np.concatenate(([start], ends[:done])))
+        durations = np.diff(times)
+        used = used.astype(np.float64)
         self.timeline.record(
             replica=self.index, start_s=start, end_s=self.clock, steps=done, running=running, waiting=waiting,
-            kv_blocks_start=used_first, kv_blocks_peak=int(used.max()),
-            kv_block_seconds=float((used * durations).sum()), kv_block_sq_seconds=float((used**2 * durations).sum()),
-            prefill_tokens=int(plan.features.prefill_tokens[0]), decode_tokens=decode_tokens,
-            output_tokens=emitted, preempted=plan.preempted,
+            kv_blocks_start=int(used[0]), kv_blocks_peak=int(used.max()),
+            kv_block_seconds=float(used @ durations), kv_block_sq_seconds=float((used * used) @ durations),
+            prefill_tokens=prefill_tokens, decode_tokens=decode_tokens, output_tokens=emitted, preempted=preempted,
         )
-        if self.on_finish is not None and len(finished):
+        if self.on_finish is not None and finished is not None and len(finished):
             self.on_finish(self.index, finished, self.clock)

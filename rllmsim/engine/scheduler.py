@@ -199,6 +199,17 @@ class Scheduler:
                                     batch.accept_rate, batch.target - batch.generated - gain,
                                     batch.blocks + batch.shared, pool.free, pool.block_size, self.spec, max_steps)
 
+    def plan_decode_only_run(self, max_steps: int) -> DecodeRun | None:
+        """A run starting now, when every running sequence is decoding, nobody waits and the
+        budget covers them all: the general scheduler would give each one token per step."""
+        batch = self.running
+        if self.spec or self.waiting or not len(batch) or len(batch) > self.config.max_num_batched_tokens:
+            return None
+        if not (batch.computed == batch.tokens - 1).all() or not (batch.generated >= 1).all():
+            return None
+        return plan_decode_run(batch.computed, batch.target - batch.generated, self.pool.free,
+                               self.pool.block_size, max_steps)
+
     def _head_reuses_evictable_prefix(self) -> bool:
         if not self.config.enable_prefix_caching:
             return False
