@@ -15,6 +15,9 @@ from rllmsim.errors import ConfigError
 SUBCOMMANDS: tuple[str, ...] = (
     "simulate",
     "compare",
+    "sweep",
+    "plan",
+    "report",
 )
 
 

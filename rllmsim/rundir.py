@@ -90,7 +90,7 @@ def write_run(path: str | Path, tables: dict[str, pd.DataFrame], summary: dict[s
             frame.to_parquet(staging / f"{name}.parquet", index=False)
         write_json_atomic(staging / "summary.json", summary)
         for name, text in (extra_files or {}).items():
-            (staging / name).write_text(text)
+            (staging / name).write_text(text, encoding="utf-8")
         if path.exists():
             path.rmdir()
         os.replace(staging, path)

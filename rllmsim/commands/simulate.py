@@ -21,7 +21,8 @@ from rllmsim.simulation import run_simulation
 @click.option("--straggler-factor", type=float, default=3.0, show_default=True,
               help="A request is a straggler past this multiple of its dataset's median E2EL.")
 @click.option("--timeline/--no-timeline", default=True, show_default=True, help="Write timeline.parquet.")
-def command(seed, out_dir, step_by_step, goodput, straggler_factor, timeline, **opts) -> None:
+@click.option("--report", "report", is_flag=True, help="Also write report.html (plotly, works offline).")
+def command(seed, out_dir, step_by_step, goodput, straggler_factor, timeline, report, **opts) -> None:
     """Simulate serving a workload; prints a vllm-bench-style summary and writes the run."""
     deployment = deployment_from_options(opts)
     workload = workload_from_options(opts)
@@ -32,6 +33,10 @@ def command(seed, out_dir, step_by_step, goodput, straggler_factor, timeline, **
     tables = {"requests": run.requests}
     if timeline:
         tables["timeline"] = run.result.timeline
-    write_run(out, tables, run.summary)
+    extra = {}
+    if report:
+        from rllmsim.report import REPORT_FILE, run_report_html
+        extra[REPORT_FILE] = run_report_html(run.summary, run.requests, tables.get("timeline"))
+    write_run(out, tables, run.summary, extra_files=extra)
     click.echo(format_summary(run.summary))
     click.echo(f"run written to {out}")

@@ -1,0 +1,336 @@
+"""Capacity planning: the highest request rate each candidate deployment sustains within the SLOs,
+and the cheapest deployment for a target rate.
+
+For each candidate (GPU, TP, quantization, KV-cache dtype, and replicas or "auto"), a bisection on
+the request rate finds the highest rate whose SLO metrics stay within their limits, as
+Vidur-Search does: probe a start rate, double (or halve) until the SLOs flip, then bisect until the
+bracket is within a relative tolerance. Every probe (`rllmsim.sweep.probe`) is one fast-forwarded
+simulation of `duration_s` seconds of arrivals with the same seed, so probes at different rates
+share their arrival pattern and lengths (common random numbers) and the search compares like with
+like; failing probes stop early, once a miss is certain.
+
+With `replicas="auto"` the search runs on one replica; a deployment for target rate R then needs
+n = ceil(R / r1) replicas, and a final probe of one replica at R / n gives its latencies at the
+target. Round-robin splits a bursty stream into smoother ones, so this is conservative for Gamma
+arrivals with CV > 1. Cost is n x TP x the catalog's $/GPU-hour; $ per million output tokens
+divides it by R x the mean output length.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Mapping
+
+import numpy as np
+
+from rllmsim.deployment import Deployment
+from rllmsim.errors import ConfigError
+from rllmsim.simulation import WorkloadSpec
+from rllmsim.specs import load_gpu, load_model
+from rllmsim.sweep.executors import Executor, InlineExecutor
+from rllmsim.sweep.pricing import usd_per_million_tokens
+from rllmsim.sweep.probe import REPORTED, ProbeSpec, run_probe
+from rllmsim.sweep.slo import SLO
+ENGINE_FIELDS = ("max_num_seqs", "max_num_batched_tokens", "max_model_len", "gpu_memory_utilization",
+                 "block_size", "enable_chunked_prefill", "num_gpu_blocks_override")
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One deployment shape to try; replicas None means as many as the target rate needs."""
+
+    gpu: str
+    tp: int = 1
+    quantization: str | None = None
+    kv_cache_dtype: str = "auto"
+    replicas: int | None = None
+
+    @property
+    def label(self) -> str:
+        parts = [self.gpu, f"tp{self.tp}"]
+        if self.quantization:
+            parts.append(self.quantization)
+        if self.kv_cache_dtype != "auto":
+            parts.append(f"kv-{self.kv_cache_dtype}")
+        if self.replicas is not None:
+            parts.append(f"x{self.replicas}")
+        return " ".join(parts)
+
+
+@dataclass(frozen=True)
+class PlanSettings:
+    """Everything but the candidate: plain data, shipped to workers."""
+
+    model: str
+    target_rate: float
+    slos: tuple[SLO, ...]
+    workload: Mapping[str, Any] = field(default_factory=dict)
+    engine: Mapping[str, Any] = field(default_factory=dict)
+    router: str = "round-robin"
+    duration_s: float = 1800.0
+    min_requests: int = 200
+    max_requests: int = 6000
+    warmup: float = 0.25
+    early_stop: bool = True
+    seed: int = 0
+    rel_tol: float = 0.05
+    max_probes: int = 12
+    start_rate: float = 1.0
+    min_rate: float = 0.01
+    pareto_metric: str = "e2el_p99"
+    verify: bool = False
+
+    def __post_init__(self) -> None:
+        if not self.slos:
+            raise ConfigError("plan needs at least one SLO, e.g. --slo ttft_p99=10s --slo tpot_p99=80ms")
+        if not (self.target_rate > 0 and math.isfinite(self.target_rate)):
+            raise ConfigError(f"--rate (the target) must be a finite number > 0 req/s, got {self.target_rate}")
+        if not 0 <= self.warmup < 1:
+            raise ConfigError(f"--warmup must be in [0, 1), got {self.warmup}")
+        if not 0 < self.rel_tol < 1:
+            raise ConfigError(f"--tolerance must be in (0, 1), got {self.rel_tol}")
+        if not self.duration_s > 0:
+            raise ConfigError(f"--duration must be > 0 seconds, got {self.duration_s}")
+        if not 10 <= self.min_requests <= self.max_requests:
+            raise ConfigError(f"requests per probe: need 10 <= --min-requests ({self.min_requests}) "
+                              f"<= --max-requests ({self.max_requests})")
+        if self.max_probes < 2:
+            raise ConfigError(f"--max-probes must be >= 2, got {self.max_probes}")
+        if not self.start_rate > 0:
+            raise ConfigError(f"--start-rate must be > 0, got {self.start_rate}")
+        if self.workload.get("arrival", "gamma") not in ("poisson", "gamma", "constant"):
+            raise ConfigError("plan searches over the request rate, so it needs open-loop arrivals "
+                              "(--arrival poisson, gamma or constant), not "
+                              f"{self.workload.get('arrival')!r}")
+        metric, _, stat = self.pareto_metric.partition("_")
+        if metric not in ("ttft", "tpot", "e2el") or not stat:
+            raise ConfigError(f"--pareto-metric must look like e2el_p99 or ttft_p90, got {self.pareto_metric!r}")
+        full = WorkloadSpec(**{**self.workload, "rate": self.target_rate, "num_requests": self.min_requests})
+        object.__setattr__(self, "workload", {k: v for k, v in full.to_dict().items()
+                                              if k not in ("rate", "num_requests")})
+
+    @property
+    def probe_spec(self) -> ProbeSpec:
+        return ProbeSpec(workload=dict(self.workload), slos=self.slos, router=self.router, seed=self.seed,
+                         duration_s=self.duration_s, min_requests=self.min_requests,
+                         max_requests=self.max_requests, warmup=self.warmup, early_stop=self.early_stop,
+                         extra_metrics=(self.pareto_metric,))
+
+    def to_dict(self) -> dict[str, Any]:
+        out = dataclasses.asdict(self)
+        out["slos"] = [slo.to_dict() for slo in self.slos]
+        out["workload"] = dict(self.workload)
+        out["engine"] = dict(self.engine)
+        return out
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "PlanSettings":
+        values = dict(data)
+        values["slos"] = tuple(SLO.from_dict(s) for s in values["slos"])
+        return cls(**values)
+
+
+# -- probes --------------------------------------------------------------------------------------
+
+def build_candidate_deployment(settings: PlanSettings, candidate: Candidate, replicas: int) -> Deployment:
+    return Deployment(model=load_model(settings.model), gpu=load_gpu(candidate.gpu), tp=candidate.tp,
+                      replicas=replicas, quantization=candidate.quantization,
+                      kv_cache_dtype=candidate.kv_cache_dtype, **dict(settings.engine))
+
+
+# -- the search ----------------------------------------------------------------------------------
+
+def bisect_rate(evaluate: Callable[[float], dict[str, Any]], start: float, max_rate: float, rel_tol: float,
+                max_probes: int, min_rate: float) -> tuple[dict[str, Any] | None, float | None, list[dict]]:
+    """(best passing probe or None, lowest failing rate or None, every probe), Vidur-Search style."""
+    probes: list[dict[str, Any]] = []
+
+    def run(rate: float) -> dict[str, Any]:
+        result = evaluate(rate)
+        probes.append(result)
+        return result
+
+    best: dict[str, Any] | None = None
+    fail: float | None = None
+    rate = min(start, max_rate)
+    first = run(rate)
+    if first["ok"]:
+        best = first
+        while len(probes) < max_probes and rate < max_rate:
+            rate = min(rate * 2, max_rate)
+            result = run(rate)
+            if result["ok"]:
+                best = result
+            else:
+                fail = rate
+                break
+    else:
+        fail = rate
+        while len(probes) < max_probes and rate / 2 >= min_rate:
+            rate /= 2
+            result = run(rate)
+            if result["ok"]:
+                best = result
+                break
+            fail = rate
+    while best is not None and fail is not None and fail / best["rate"] - 1 > rel_tol and len(probes) < max_probes:
+        mid = (best["rate"] + fail) / 2
+        result = run(mid)
+        if result["ok"]:
+            best = result
+        else:
+            fail = mid
+    return best, fail, probes
+
+
+def search_candidate(task: Mapping[str, Any]) -> dict[str, Any]:
+    """Worker entry: the max sustainable rate of one candidate and what it costs at the target."""
+    settings = PlanSettings.from_dict(task["settings"])
+    candidate = Candidate(**task["candidate"])
+    started = time.perf_counter()
+    row: dict[str, Any] = {"label": candidate.label, **dataclasses.asdict(candidate),
+                           "replicas_mode": "auto" if candidate.replicas is None else "fixed"}
+    try:
+        unit = build_candidate_deployment(settings, candidate, candidate.replicas or 1)
+    except ConfigError as err:
+        row.update(status="infeasible", reason=str(err), probes=[], wall_s=time.perf_counter() - started)
+        return row
+    row["num_gpu_blocks"] = unit.num_gpu_blocks
+    price = unit.gpu.price_per_gpu_hour_usd
+    row["price_per_gpu_hour_usd"] = price
+    cap = settings.target_rate  # nothing is gained by searching past the target
+    start = settings.start_rate * unit.replicas
+    spec = settings.probe_spec
+
+    def probe(deployment: Deployment, rate: float) -> dict[str, Any]:
+        return run_probe(spec, deployment, rate)
+
+    best, fail, probes = bisect_rate(lambda r: probe(unit, r), start, cap, settings.rel_tol,
+                                     settings.max_probes, settings.min_rate)
+    for p in probes:
+        p["stage"] = "search"
+    row["max_rate"] = best["rate"] if best else 0.0
+    row["max_rate_capped"] = bool(best is not None and fail is None and best["rate"] >= cap)
+    row["rate_bracket_high"] = fail
+    if best is None:
+        row.update(status="unsustainable", probes=probes, wall_s=time.perf_counter() - started,
+                   reason=f"misses the SLOs even at {probes[-1]['rate']:.3g} req/s "
+                          f"({probes[-1]['violated']})")
+        return row
+    at_target: dict[str, Any] | None
+    reason = ""
+    if candidate.replicas is None:
+        replicas = max(1, math.ceil(settings.target_rate / best["rate"] - 1e-9))
+        at_target = None
+        for _ in range(4):  # the bisection's pass at max_rate should carry over; if noise says not, add one
+            at_target = best if math.isclose(settings.target_rate / replicas, best["rate"]) \
+                else probe(unit, settings.target_rate / replicas)
+            if at_target is not best:
+                at_target["stage"] = "at-target"
+                probes.append(at_target)
+            if at_target["ok"]:
+                break
+            replicas += 1
+        meets = bool(at_target and at_target["ok"])
+        if not meets:
+            reason = f"one replica at {settings.target_rate / replicas:.3g} req/s misses {at_target['violated']}"
+        elif settings.verify and replicas > 1:
+            full = build_candidate_deployment(settings, candidate, replicas)
+            at_target = probe(full, settings.target_rate)
+            at_target["stage"] = "verify"
+            probes.append(at_target)
+            meets = at_target["ok"]
+            if not meets:
+                reason = f"{replicas} replicas simulated whole at the target miss {at_target['violated']}"
+    else:
+        replicas = candidate.replicas
+        meets = math.isclose(best["rate"], settings.target_rate)  # the search stops at the target
+        at_target = best if meets else None
+        if not meets:
+            reason = f"sustains {row['max_rate']:.3g} < target {settings.target_rate:g} req/s"
+    usd_h = replicas * candidate.tp * price
+    row.update(status="ok", reason=reason, replicas=replicas, gpus=replicas * candidate.tp, meets_target=meets,
+               cost_per_hour_usd=usd_h)
+    if at_target is not None:
+        out_tokens_s = settings.target_rate * at_target["mean_output_tokens"]
+        row["usd_per_million_output_tokens"] = usd_per_million_tokens(usd_h, out_tokens_s)
+        row["output_tokens_per_s_per_gpu"] = out_tokens_s / (replicas * candidate.tp)
+        row["mean_output_tokens"] = at_target["mean_output_tokens"]
+        for name in dict.fromkeys(list(REPORTED) + [s.name for s in settings.slos] + [settings.pareto_metric]):
+            row[f"at_target_{name}"] = at_target.get(name, float("nan"))
+    row["probes"] = probes
+    row["wall_s"] = time.perf_counter() - started
+    return row
+
+
+# -- the whole plan --------------------------------------------------------------------------------
+
+@dataclass
+class PlanResult:
+    settings: PlanSettings
+    rows: list[dict[str, Any]]
+
+    @property
+    def ranked(self) -> list[dict[str, Any]]:
+        """Candidates meeting the target, cheapest first (ties: lower latency)."""
+        metric = f"at_target_{self.settings.pareto_metric}"
+        ok = [r for r in self.rows if r.get("meets_target")]
+        return sorted(ok, key=lambda r: (r["cost_per_hour_usd"], r.get(metric, math.inf), r["label"]))
+
+    @property
+    def cheapest(self) -> dict[str, Any] | None:
+        ranked = self.ranked
+        return ranked[0] if ranked else None
+
+    @property
+    def pareto(self) -> list[dict[str, Any]]:
+        return pareto_front(self.ranked, "cost_per_hour_usd", f"at_target_{self.settings.pareto_metric}")
+
+    @property
+    def missing(self) -> list[dict[str, Any]]:
+        return [r for r in self.rows if not r.get("meets_target")]
+
+
+def pareto_front(rows: Iterable[Mapping[str, Any]], cost: str, latency: str) -> list[dict[str, Any]]:
+    """Rows no other row beats on both cost and latency (lower is better), cheapest first."""
+    points = sorted((r for r in rows if np.isfinite(r.get(latency, np.nan))),
+                    key=lambda r: (r[cost], r[latency]))
+    front, best = [], math.inf
+    for row in points:
+        if row[latency] < best:
+            front.append(dict(row))
+            best = row[latency]
+    return front
+
+
+def candidates_from(gpus: Iterable[str], tps: Iterable[int], quantizations: Iterable[str | None],
+                    kv_dtypes: Iterable[str], replicas: Iterable[int | None]) -> list[Candidate]:
+    out = []
+    for gpu in gpus:
+        name = load_gpu(gpu).name
+        for tp in tps:
+            for quant in quantizations:
+                for kv in kv_dtypes:
+                    for n in replicas:
+                        out.append(Candidate(name, int(tp), None if quant in (None, "", "none") else quant, kv, n))
+    return list(dict.fromkeys(out))
+
+
+def run_plan(settings: PlanSettings, candidates: list[Candidate], executor: Executor | None = None,
+             on_result: Callable[[dict[str, Any]], None] | None = None) -> PlanResult:
+    if not candidates:
+        raise ConfigError("plan: no candidate deployments; give --gpus and --tp")
+    load_model(settings.model)  # an unknown model is one error, not one per candidate
+    tasks = [{"settings": settings.to_dict(), "candidate": dataclasses.asdict(c)} for c in candidates]
+    rows: list[dict[str, Any] | None] = [None] * len(tasks)
+    for index, result in (executor or InlineExecutor()).imap_unordered(search_candidate, tasks):
+        if isinstance(result, BaseException):
+            result = {"label": candidates[index].label, **dataclasses.asdict(candidates[index]),
+                      "status": "error", "reason": f"{type(result).__name__}: {result}", "probes": []}
+        rows[index] = result
+        if on_result is not None:
+            on_result(result)
+    return PlanResult(settings, [r for r in rows if r is not None])
