@@ -14,6 +14,8 @@ from rllmsim.errors import ConfigError
 
 SUBCOMMANDS: tuple[str, ...] = (
     "simulate",
+    "profile",
+    "calibrate",
     "compare",
     "sweep",
     "plan",
