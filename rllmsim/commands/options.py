@@ -13,7 +13,7 @@ from rllmsim.deployment import Deployment
 from rllmsim.engine.router import ROUTERS
 from rllmsim.errors import ConfigError
 from rllmsim.simulation import WorkloadSpec
-from rllmsim.specs import load_gpu, load_model
+from rllmsim.specs import GPUSpec, ModelSpec, load_gpu, load_model
 
 DEFAULT_MODEL = "deepseek-r1-distill-qwen-7b"
 DEFAULT_GPU = "h100-sxm"
@@ -89,7 +89,9 @@ WORKLOAD_KEYS = ("arrival", "rate", "cv", "burstiness", "dataset", "lengths_file
                  "prefix_groups")
 
 
-def deployment_from_options(opts: dict[str, Any]) -> Deployment:
+def deployment_from_options(opts: dict[str, Any], model: ModelSpec | None = None,
+                            gpu: GPUSpec | None = None) -> Deployment:
+    """The deployment the options describe; `model`/`gpu` stand in for --model/--gpu when given."""
     quantization = opts.get("quantization")
     fields = {k: opts[k] for k in DEPLOYMENT_KEYS if k in opts}
     fields["quantization"] = None if quantization in (None, "", "none") else quantization
@@ -99,7 +101,7 @@ def deployment_from_options(opts: dict[str, Any]) -> Deployment:
         raise ConfigError("--num-speculative-tokens needs --speculative-method ngram|draft|eagle")
     if opts.get("draft_model"):
         fields["draft_model"] = load_model(opts["draft_model"])
-    return Deployment(model=load_model(opts["model"]), gpu=load_gpu(opts["gpu"]), **fields)
+    return Deployment(model=model or load_model(opts["model"]), gpu=gpu or load_gpu(opts["gpu"]), **fields)
 
 
 def workload_from_options(opts: dict[str, Any]) -> WorkloadSpec:

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import click
+from click.core import ParameterSource
 
 from rllmsim.commands.options import (deployment_from_options, deployment_options, parse_goodput,
                                       workload_from_options, workload_options)
+from rllmsim.cost.calibrated import calibrated_setup
 from rllmsim.metrics.console import format_summary
 from rllmsim.rundir import check_new_dir, default_run_dir, write_run
 from rllmsim.simulation import run_simulation
@@ -21,15 +23,20 @@ from rllmsim.simulation import run_simulation
 @click.option("--straggler-factor", type=float, default=3.0, show_default=True,
               help="A request is a straggler past this multiple of its dataset's median E2EL.")
 @click.option("--timeline/--no-timeline", default=True, show_default=True, help="Write timeline.parquet.")
+@click.option("--cost-model", "cost_model_path", default=None,
+              help="A calibration JSON (rllmsim calibrate); default: the roofline model.")
+@click.option("--allow-extrapolation", is_flag=True,
+              help="Use --cost-model on a deployment other than the one it was measured on.")
 @click.option("--report", "report", is_flag=True, help="Also write report.html (plotly, works offline).")
-def command(seed, out_dir, step_by_step, goodput, straggler_factor, timeline, report, **opts) -> None:
+def command(seed, out_dir, step_by_step, goodput, straggler_factor, timeline, report, cost_model_path,
+            allow_extrapolation, **opts) -> None:
     """Simulate serving a workload; prints a vllm-bench-style summary and writes the run."""
-    deployment = deployment_from_options(opts)
+    deployment, cost_model = _deployment_and_cost_model(opts, cost_model_path, allow_extrapolation)
     workload = workload_from_options(opts)
     slos = parse_goodput(goodput)
     out = check_new_dir(out_dir) if out_dir else default_run_dir(f"{deployment.model.name}-{deployment.gpu.name}")
-    run = run_simulation(deployment, workload, seed=seed, router=opts["router"], fast_forward=not step_by_step,
-                         slos_s=slos, straggler_factor=straggler_factor)
+    run = run_simulation(deployment, workload, seed=seed, cost_model=cost_model, router=opts["router"],
+                         fast_forward=not step_by_step, slos_s=slos, straggler_factor=straggler_factor)
     tables = {"requests": run.requests}
     if timeline:
         tables["timeline"] = run.result.timeline
@@ -40,3 +47,18 @@ def command(seed, out_dir, step_by_step, goodput, straggler_factor, timeline, re
     write_run(out, tables, run.summary, extra_files=extra)
     click.echo(format_summary(run.summary))
     click.echo(f"run written to {out}")
+
+
+def _deployment_and_cost_model(opts: dict, path: str | None, allow_extrapolation: bool):
+    """The roofline needs only the options; a calibration fills in what the user left unset (model,
+    device, KV pool, engine limits) from the engine it was measured on, and refuses a mismatch."""
+    if path is None:
+        return deployment_from_options(opts), None
+    ctx = click.get_current_context()
+    given = {name for name in opts if ctx.get_parameter_source(name) != ParameterSource.DEFAULT}
+    setup = calibrated_setup(path, opts["model"] if "model" in given else None, opts["gpu"] if "gpu" in given else None)
+    opts = {**opts, **{k: v for k, v in setup.engine_defaults.items() if k not in given}}
+    deployment = deployment_from_options(opts, model=setup.model, gpu=setup.gpu)
+    setup.cost_model.check_matches(deployment.model.name, deployment.tp, setup.cost_model.metadata.get("dtype", "auto"),
+                                   deployment.kv_cache_dtype, allow_extrapolation=allow_extrapolation)
+    return deployment, setup.cost_model

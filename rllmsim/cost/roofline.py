@@ -21,6 +21,7 @@ import numpy as np
 
 from rllmsim.cost.features import StepFeatures
 from rllmsim.deployment import Deployment
+from rllmsim.errors import ConfigError
 from rllmsim.specs import dtype_bytes
 
 TERA = 1e12
@@ -85,6 +86,9 @@ class RooflineCostModel:
         self.deployment = deployment
         self.params = p = params or RooflineParams()
         model, gpu, tp = deployment.model, deployment.gpu, deployment.tp
+        if gpu.bf16_tflops <= 0 or gpu.hbm_bandwidth_gbps <= 0:
+            raise ConfigError(f"{gpu.display_name} has no datasheet peaks for the roofline model; pick a --gpu from "
+                              "the catalog or give --cost-model calibrated on this device")
         gemm_flops_per_s = gemm_peak_tflops(deployment, p) * TERA * p.gemm_efficiency
         attn_flops_per_s = gpu.bf16_tflops * TERA * p.attention_efficiency
         if dtype_bytes(deployment.kv_cache_dtype) < 2:

