@@ -14,6 +14,7 @@ elementwise arithmetic is used, so a step costs the same alone or inside a vecto
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,7 +37,9 @@ class RooflineParams:
     attention_efficiency: share of peak that attention kernels reach (lower: softmax, masking).
     memory_efficiency: share of HBM bandwidth that weight and KV streaming achieve (~80%).
     interconnect_efficiency: share of link bandwidth an all-reduce achieves.
-    allreduce_latency_s: fixed cost of one all-reduce call (launch and synchronisation).
+    allreduce_latency_s: fixed cost of one all-reduce call per doubling of the TP group: small
+        all-reduces are latency-bound and take log2(tp) synchronising rounds (tree / recursive
+        doubling, as NCCL and vLLM's custom all-reduce do), so their cost grows with the group.
     step_overhead_s: CPU time per engine step that the GPU cannot hide.
     per_seq_overhead_s: CPU time per scheduled sequence (input preparation, output processing).
     weight_only_dequant_efficiency: share of the BF16 GEMM peak left when weights must be
@@ -52,7 +55,7 @@ class RooflineParams:
     attention_efficiency: float = 0.45
     memory_efficiency: float = 0.8
     interconnect_efficiency: float = 0.7
-    allreduce_latency_s: float = 10e-6
+    allreduce_latency_s: float = 8e-6
     step_overhead_s: float = 2.5e-3
     per_seq_overhead_s: float = 12e-6
     weight_only_dequant_efficiency: float = 0.75
@@ -124,7 +127,7 @@ class RooflineCostModel:
         link_bytes_per_s = d.gpu.interconnect_gbps * GIGA * p.interconnect_efficiency
         per_token = 2.0 * (d.tp - 1) / d.tp * d.model.hidden_size * 2.0 / link_bytes_per_s
         calls = 2.0 * d.model.num_layers
-        return calls * per_token, calls * p.allreduce_latency_s
+        return calls * per_token, calls * p.allreduce_latency_s * math.log2(d.tp)
 
     def step_time(self, features: StepFeatures) -> np.ndarray:
         p = self.params
