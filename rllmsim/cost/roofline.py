@@ -36,10 +36,14 @@ class RooflineParams:
     gemm_efficiency: share of dense tensor-core peak that large GEMMs reach (60-75% is typical).
     attention_efficiency: share of peak that attention kernels reach (lower: softmax, masking).
     memory_efficiency: share of HBM bandwidth that weight and KV streaming achieve (~80%).
-    interconnect_efficiency: share of link bandwidth an all-reduce achieves.
+    interconnect_efficiency: share of link bandwidth an all-reduce achieves over NVLink/xGMI.
+    pcie_interconnect_efficiency: the same over PCIe, where vLLM's custom all-reduce is off and
+        NCCL's proxies and the host root complex sit in the path.
     allreduce_latency_s: fixed cost of one all-reduce call per doubling of the TP group: small
         all-reduces are latency-bound and take log2(tp) synchronising rounds (tree / recursive
         doubling, as NCCL and vLLM's custom all-reduce do), so their cost grows with the group.
+    pcie_allreduce_latency_s: the same per-round cost over PCIe (NCCL kernels instead of vLLM's
+        custom all-reduce; typically a few times the NVLink figure).
     step_overhead_s: CPU time per engine step that the GPU cannot hide.
     per_seq_overhead_s: CPU time per scheduled sequence (input preparation, output processing).
     weight_only_dequant_efficiency: share of the BF16 GEMM peak left when weights must be
@@ -55,7 +59,9 @@ class RooflineParams:
     attention_efficiency: float = 0.45
     memory_efficiency: float = 0.8
     interconnect_efficiency: float = 0.7
+    pcie_interconnect_efficiency: float = 0.5
     allreduce_latency_s: float = 8e-6
+    pcie_allreduce_latency_s: float = 30e-6
     step_overhead_s: float = 2.5e-3
     per_seq_overhead_s: float = 12e-6
     weight_only_dequant_efficiency: float = 0.75
@@ -124,10 +130,13 @@ class RooflineCostModel:
         d, p = self.deployment, self.params
         if d.tp == 1:
             return 0.0, 0.0
-        link_bytes_per_s = d.gpu.interconnect_gbps * GIGA * p.interconnect_efficiency
+        pcie = d.gpu.interconnect.startswith("pcie")
+        efficiency = p.pcie_interconnect_efficiency if pcie else p.interconnect_efficiency
+        latency = p.pcie_allreduce_latency_s if pcie else p.allreduce_latency_s
+        link_bytes_per_s = d.gpu.interconnect_gbps * GIGA * efficiency
         per_token = 2.0 * (d.tp - 1) / d.tp * d.model.hidden_size * 2.0 / link_bytes_per_s
         calls = 2.0 * d.model.num_layers
-        return calls * per_token, calls * p.allreduce_latency_s * math.log2(d.tp)
+        return calls * per_token, calls * latency * math.log2(d.tp)
 
     def step_time(self, features: StepFeatures) -> np.ndarray:
         p = self.params
