@@ -16,10 +16,11 @@ SUBCOMMANDS: tuple[str, ...] = (
     "simulate",
     "profile",
     "calibrate",
-    "compare",
     "sweep",
     "plan",
     "report",
+    "validate",
+    "compare",
 )
 
 

@@ -1,0 +1,172 @@
+"""`rllmsim validate RUN`: replay a recorded real vLLM run and report how far the simulation is.
+
+RUN is an LLMServingSim run folder (requests.jsonl, timeseries.csv, meta.json), a
+`vllm bench serve --save-result --save-detailed` result JSON (engine args beside it), or an
+aiconfigurator silicon CSV of closed-loop benchmarks. Writes, into --out:
+
+- replayed runs: errors.csv (signed / absolute error per metric and statistic), validation.json
+  (everything: errors, deployment, cost model, notes, diagnosis), requests.csv (per request, real
+  vs simulated), ticks.csv (real vs simulated running / waiting / KV usage) and report.html;
+- closed-loop CSVs: cases.csv (per row and start mode), mape.csv (TTFT and TPOT MAPE by model),
+  validation.json and report.html.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import click
+import pandas as pd
+
+from rllmsim.errors import ConfigError
+from rllmsim.rundir import check_new_dir, default_run_dir, to_jsonable
+
+
+@click.command("validate")
+@click.argument("run_path", metavar="RUN", type=click.Path())
+@click.option("--cost-model", default="roofline", show_default=True,
+              help="'roofline', or a calibration JSON written by `rllmsim calibrate`.")
+@click.option("--gpu", default=None, help="GPU catalog name (default: from the run's records or name).")
+@click.option("--model", default=None, help="Model catalog name, HF id or config.json (default: the run's).")
+@click.option("--engine-args", default=None, type=click.Path(),
+              help="JSON of the server's engine arguments, for a vllm bench result.")
+@click.option("--allow-extrapolation", is_flag=True,
+              help="Use a calibration measured on a different deployment.")
+@click.option("--requests-per-user", type=int, default=4, show_default=True,
+              help="Closed-loop cases: requests each simulated user sends.")
+@click.option("--closed-loop-start", type=click.Choice(["lockstep", "staggered", "both"]), default="both",
+              show_default=True, help="Closed-loop cases: users start together, spread out, or both.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--out", "out_dir", default=None, help="Output directory (default: a new folder under runs/).")
+def command(run_path, cost_model, gpu, model, engine_args, allow_extrapolation, requests_per_user,
+            closed_loop_start, seed, out_dir) -> None:
+    """Replay a recorded real run through the simulator and report the error of every metric."""
+    from rllmsim.validate.aiconfigurator import is_aiconfigurator
+
+    path = Path(run_path)
+    if not path.exists():
+        raise ConfigError(f"recorded run not found: {path}")
+    if requests_per_user < 1:
+        raise ConfigError(f"--requests-per-user must be >= 1, got {requests_per_user}")
+    out = check_new_dir(out_dir) if out_dir else None
+    if is_aiconfigurator(path):
+        files = _closed_loop(path, cost_model, gpu, requests_per_user, closed_loop_start, seed)
+        label = f"validate-{path.stem}"
+    else:
+        files, label = _replay(path, cost_model, gpu, model, engine_args, allow_extrapolation, seed)
+    written = _write(out or default_run_dir(label), files)
+    click.echo(f"validation written to {written}")
+
+
+def _replay(path, cost_model_arg, gpu, model, engine_args, allow_extrapolation, seed):
+    from rllmsim.cost.roofline import RooflineCostModel
+    from rllmsim.validate import diagnose
+    from rllmsim.validate.compare import format_errors
+    from rllmsim.validate.plots import replay_report
+    from rllmsim.validate.replay import (build_deployment, engine_with_block_size, open_run, resolve_gpu,
+                                         validate, with_measured_capacity)
+
+    run = open_run(path, engine_args)
+    notes: list[str] = []
+    if cost_model_arg == "roofline":
+        deployment = build_deployment(run.engine, resolve_gpu(gpu, run), model, notes=notes)
+        cost_model = RooflineCostModel(deployment)
+    else:
+        from rllmsim.cost.regression import RegressionCostModel
+
+        cost_model = RegressionCostModel.load(cost_model_arg)
+        prov = cost_model.provenance()
+        engine = engine_with_block_size(run.engine, cost_model)
+        deployment = build_deployment(engine, resolve_gpu(gpu, run, prov.get("device") or "uncatalogued device"),
+                                      model, with_measured_capacity(engine, cost_model), notes)
+        dtype = run.engine.dtype if run.engine.dtype != "auto" else deployment.model.torch_dtype
+        cost_model.check_matches(model or run.engine.model or deployment.model.name, deployment.tp, dtype,
+                                 deployment.kv_cache_dtype, allow_extrapolation)
+    v = validate(run, deployment, cost_model, seed=seed, notes=notes)
+    steps = diagnose.decode_steps(run, cost_model)
+    fit = diagnose.residual_fit(run, cost_model)
+    d = deployment
+    click.echo(f"{run.name}: {len(run.requests)} requests replayed ({run.source}) on {d.model.name} / {d.gpu.name} "
+               f"tp={d.tp} max_num_seqs={d.max_num_seqs} max_num_batched_tokens={d.max_num_batched_tokens} "
+               f"KV {d.num_gpu_blocks} blocks; cost model {cost_model.provenance().get('kind')}")
+    click.echo(format_errors(v.errors))
+    if steps is not None:
+        click.echo("\ndecode step time on the real batches (engine log vs cost model):")
+        click.echo(diagnose.format_decode_steps(steps))
+    if fit is not None:
+        click.echo(f"residual fit over {fit['ticks']} log ticks: +{1e6 * fit['extra_s_per_prompt_token']:.1f} us per "
+                   f"prompt token, +{1e6 * fit['extra_s_per_decode_token']:.1f} us per decode token beyond the model")
+    for note in run.notes + v.notes:
+        click.echo(f"note: {note}")
+    summary = v.summary()
+    summary["diagnosis"] = {"decode_steps": None if steps is None else steps.to_dict(orient="records"),
+                            "residual_fit": fit}
+    files = {
+        "errors.csv": v.errors.to_csv(index=False),
+        "validation.json": json.dumps(to_jsonable(summary), indent=2) + "\n",
+        "requests.csv": v.requests.to_csv(index=False),
+        "report.html": replay_report(v, steps),
+    }
+    if v.ticks is not None:
+        files["ticks.csv"] = v.ticks.to_csv(index=False)
+    return files, f"validate-{run.name}"
+
+
+def _closed_loop(path, cost_model_arg, gpu, requests_per_user, start, seed):
+    from rllmsim.validate.aiconfigurator import (START_MODES, mape_by_model, read_aiconfigurator, ttft_bracket,
+                                                 validate_cases)
+    from rllmsim.validate.plots import closed_loop_report
+
+    if cost_model_arg != "roofline":
+        raise ConfigError("closed-loop silicon rows span many deployments; they validate the roofline only "
+                          "(a calibration describes one deployment)")
+    cases = read_aiconfigurator(path)
+    starts = START_MODES if start == "both" else (start,)
+    results = validate_cases(cases, gpu=gpu, requests_per_user=requests_per_user, seed=seed, starts=starts)
+    mape = mape_by_model(results)
+    with pd.option_context("display.width", 200, "display.max_columns", 20, "display.max_colwidth", 40):
+        shown = mape.drop(columns=["skip_reason"]).round(1)
+        click.echo(f"{path.name}: {len(cases)} rows, {requests_per_user} requests per simulated user")
+        click.echo(shown.to_string(index=False))
+    for reason, count in results.loc[results["skipped"] != "", "skipped"].value_counts().items():
+        click.echo(f"skipped {count // len(starts)} rows: {reason}")
+    for reason, count in results.loc[(results["excluded"] != "") & (results["skipped"] == ""),
+                                     "excluded"].value_counts().items():
+        click.echo(f"excluded from MAPE {count // len(starts)} rows: {reason}")
+    bracket = ttft_bracket(results)
+    if bracket is not None:
+        click.echo(f"measured TTFT between the staggered and lockstep simulations in {bracket['inside']} of "
+                   f"{bracket['cases']} cases (outside: CSV rows {bracket['outside_rows']})")
+    summary = {"source": str(path), "requests_per_user": requests_per_user, "starts": list(starts),
+               "cost_model": "roofline", "mape": mape.to_dict(orient="records"), "ttft_bracket": bracket,
+               "cases": results.to_dict(orient="records")}
+    return {
+        "cases.csv": results.to_csv(index=False),
+        "mape.csv": mape.to_csv(index=False),
+        "validation.json": json.dumps(to_jsonable(summary), indent=2) + "\n",
+        "report.html": closed_loop_report(results, mape, f"rllmsim validate: {path.name} (roofline)"),
+    }
+
+
+def _write(path: Path, files: dict[str, str]) -> Path:
+    """All files land in a temporary sibling first, then one rename: no half-written output."""
+    path = check_new_dir(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
+    try:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(staging, 0o777 & ~umask)
+        for name, text in files.items():
+            (staging / name).write_text(text, encoding="utf-8")
+        if path.exists():
+            path.rmdir()
+        os.replace(staging, path)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return path

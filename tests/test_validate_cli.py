@@ -1,0 +1,84 @@
+"""`rllmsim validate` end to end on small fixtures: every output file, one-line errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+from click.testing import CliRunner
+
+from rllmsim.cli import main
+
+DATA = Path(__file__).parent / "data" / "validate"
+AIC_HEADER = ("id,silicon_data_source,backend,backend_version,model_path,system,precision,mode,isl,osl,"
+              "batch_size,tp_size,silicon_ttft_ms,silicon_tpot_ms")
+# synthetic rows in the aiconfigurator silicon format: a simulated case, an uncatalogued model, a
+# disaggregated run, and a batch size that is not a recorded concurrency
+AIC_ROWS = [
+    "a,source_file=x.csv; silicon_concurrency=4,vllm,0.12.0,Qwen/Qwen3-32B,h100_sxm,,agg,512,32,4,2,120.0,15.0",
+    "b,source_file=x.csv; silicon_concurrency=8,vllm,0.12.0,openai/gpt-oss-120b,h100_sxm,fp4,agg,512,32,8,4,50.0,5.0",
+    "c,source_file=x.csv,vllm,0.12.0,Qwen/Qwen3-32B,h100_sxm,fp8,disagg,512,32,,,300.0,9.0",
+    "d,source_file=x.csv,vllm,0.12.0,Qwen/Qwen3-32B,h100_sxm,fp8,agg,512,32,8,4,100.0,9.0",
+]
+
+
+def _invoke(*args: str):
+    return CliRunner().invoke(main, ["validate", *args], catch_exceptions=False)
+
+
+def test_llmservingsim_folder_end_to_end(tmp_path: Path) -> None:
+    out = tmp_path / "v"
+    result = _invoke(str(DATA / "RTXPRO6000_Llama-3.1-8B-small"), "--out", str(out))
+    assert result.exit_code == 0, result.output
+    assert "ttft" in result.output and "rtx-pro-6000" in result.output and "validation written to" in result.output
+    assert {p.name for p in out.iterdir()} == {"errors.csv", "validation.json", "requests.csv", "ticks.csv",
+                                               "report.html"}
+    errors = pd.read_csv(out / "errors.csv")
+    assert {"ttft", "tpot", "itl", "e2el", "request_throughput", "kv_usage", "running"} <= set(errors["metric"])
+    summary = json.loads((out / "validation.json").read_text())
+    assert summary["deployment"]["max_num_seqs"] == 8 and summary["kv_basis"] == "reconstructed"
+    assert summary["cost_model"]["kind"] == "roofline"
+    assert len(pd.read_csv(out / "requests.csv")) == 16
+    html = (out / "report.html").read_text()
+    assert "<script src=" not in html and len(html) > 1_000_000  # plotly.js inlined, no CDN fetch
+
+
+def test_vllm_bench_result_end_to_end(tmp_path: Path) -> None:
+    out = tmp_path / "b"
+    result = _invoke(str(DATA / "bench_small.json"), "--out", str(out))
+    assert result.exit_code == 0, result.output
+    errors = pd.read_csv(out / "errors.csv").set_index(["metric", "stat"])
+    assert errors.loc[("itl", "p50"), "basis"] == "recorded" and pd.notna(errors.loc[("itl", "p50"), "sim"])
+    assert errors.loc[("kv_usage", "peak"), "basis"] == "recorded"
+    summary = json.loads((out / "validation.json").read_text())
+    assert summary["deployment"]["num_gpu_blocks"] == 199  # the 200 the engine reported, less its null block
+
+
+def test_closed_loop_csv_end_to_end(tmp_path: Path) -> None:
+    csv = tmp_path / "silicon.csv"
+    csv.write_text("\n".join([AIC_HEADER, *AIC_ROWS]) + "\n")
+    out = tmp_path / "c"
+    result = _invoke(str(csv), "--requests-per-user", "2", "--out", str(out))
+    assert result.exit_code == 0, result.output
+    assert "skipped 1 rows: unknown model 'openai/gpt-oss-120b'" in result.output
+    assert "excluded from MAPE 1 rows" in result.output
+    cases = pd.read_csv(out / "cases.csv", keep_default_na=False)
+    assert len(cases) == 8 and set(cases["start"]) == {"lockstep", "staggered"}
+    done = cases[(cases["skipped"] == "") & (cases["excluded"] == "")]
+    assert len(done) == 2 and (done["sim_ttft_ms"].astype(float) > 0).all()
+    mape = pd.read_csv(out / "mape.csv")
+    assert set(mape["model"]) >= {"Qwen/Qwen3-32B", "all"}
+
+
+def test_user_mistakes_are_one_line(tmp_path: Path) -> None:
+    runner = CliRunner()
+    result = runner.invoke(main, ["validate", str(tmp_path / "missing")])
+    assert result.exit_code == 2 and result.output.count("\n") == 1 and "not found" in result.output
+    result = runner.invoke(main, ["validate", str(DATA / "bench_small.json"), "--gpu", "nope"])
+    assert result.exit_code == 2 and "unknown GPU" in result.output
+    existing = tmp_path / "full"
+    existing.mkdir()
+    (existing / "x").write_text("x")
+    result = runner.invoke(main, ["validate", str(DATA / "bench_small.json"), "--out", str(existing)])
+    assert result.exit_code == 2 and "already exists" in result.output
