@@ -42,10 +42,12 @@ class RooflineParams:
     allreduce_latency_s: fixed cost of one all-reduce call per doubling of the TP group: small
         all-reduces are latency-bound and take log2(tp) synchronising rounds (tree / recursive
         doubling, as NCCL and vLLM's custom all-reduce do), so their cost grows with the group.
-    pcie_allreduce_latency_s: the same per-round cost over PCIe (NCCL kernels instead of vLLM's
-        custom all-reduce; typically a few times the NVLink figure).
     step_overhead_s: CPU time per engine step that the GPU cannot hide.
     per_seq_overhead_s: CPU time per scheduled sequence (input preparation, output processing).
+    tp_per_seq_overhead_s: the per-sequence time with TP > 1, where vLLM's multiprocess executor
+        serialises every step's scheduler output to each worker and gathers results back. Its value
+        comes from the H100 closed-loop rows (TP 2-8) of the validation data and was checked on the
+        RTX PRO 6000 TP2 run, which the fit never saw (docs/validation.md).
     weight_only_dequant_efficiency: share of the BF16 GEMM peak left when weights must be
         dequantized inside the kernel (AWQ/GPTQ int4 Marlin, FP8 weights on chips without FP8
         tensor cores): memory-bound small batches still gain from the smaller weights, but
@@ -61,9 +63,9 @@ class RooflineParams:
     interconnect_efficiency: float = 0.7
     pcie_interconnect_efficiency: float = 0.5
     allreduce_latency_s: float = 8e-6
-    pcie_allreduce_latency_s: float = 30e-6
     step_overhead_s: float = 2.5e-3
     per_seq_overhead_s: float = 12e-6
+    tp_per_seq_overhead_s: float = 45e-6
     weight_only_dequant_efficiency: float = 0.75
     fp8_kv_attention_efficiency: float = 0.8
 
@@ -114,6 +116,7 @@ class RooflineCostModel:
         self._s_per_pair = model.attention_flops_per_pair() / tp / attn_flops_per_s
         self._s_per_kv_token = deployment.kv_bytes_per_token_per_gpu / bytes_per_s
         self._allreduce_per_token_s, self._allreduce_fixed_s = self._allreduce_coefficients()
+        self._per_seq_s = p.tp_per_seq_overhead_s if tp > 1 else p.per_seq_overhead_s
 
     def _split_weight_bytes(self) -> tuple[float, float]:
         """Per-GPU bytes of the weights every step reads, and of all routed experts (MoE)."""
@@ -132,11 +135,10 @@ class RooflineCostModel:
             return 0.0, 0.0
         pcie = d.gpu.interconnect.startswith("pcie")
         efficiency = p.pcie_interconnect_efficiency if pcie else p.interconnect_efficiency
-        latency = p.pcie_allreduce_latency_s if pcie else p.allreduce_latency_s
         link_bytes_per_s = d.gpu.interconnect_gbps * GIGA * efficiency
         per_token = 2.0 * (d.tp - 1) / d.tp * d.model.hidden_size * 2.0 / link_bytes_per_s
         calls = 2.0 * d.model.num_layers
-        return calls * per_token, calls * latency * math.log2(d.tp)
+        return calls * per_token, calls * p.allreduce_latency_s * math.log2(d.tp)
 
     def step_time(self, features: StepFeatures) -> np.ndarray:
         p = self.params
@@ -149,7 +151,7 @@ class RooflineCostModel:
         kv_tokens = features.prefill_kv_tokens + features.decode_kv_tokens
         attention = np.maximum(self._s_per_pair * pairs, self._s_per_kv_token * kv_tokens)
         fixed = p.step_overhead_s + self._allreduce_fixed_s
-        variable = (p.per_seq_overhead_s * seqs + self._allreduce_per_token_s * tokens)
+        variable = self._per_seq_s * seqs + self._allreduce_per_token_s * tokens
         return np.maximum(compute, weights) + attention + variable + fixed
 
     def _expert_share(self, tokens: np.ndarray) -> np.ndarray | float:
