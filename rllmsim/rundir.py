@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import json
 import math
+from contextlib import contextmanager
 import os
 import shutil
 import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 import pandas as pd
@@ -78,23 +79,31 @@ def write_json_atomic(path: str | Path, payload: Any) -> None:
     os.replace(tmp, path)
 
 
-def write_run(path: str | Path, tables: dict[str, pd.DataFrame], summary: dict[str, Any],
-              extra_files: dict[str, str] | None = None) -> Path:
-    """Write `<name>.parquet` for each table, `summary.json` and any text files, atomically."""
+@contextmanager
+def staged_directory(path: str | Path) -> Iterator[Path]:
+    """Yield an empty staging directory beside `path`; when the block ends without error it
+    becomes `path` in one rename, otherwise it is removed. `path` must be new or empty."""
     path = check_new_dir(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
     _as_if_created(staging, directory=True)
     try:
-        for name, frame in tables.items():
-            frame.to_parquet(staging / f"{name}.parquet", index=False)
-        write_json_atomic(staging / "summary.json", summary)
-        for name, text in (extra_files or {}).items():
-            (staging / name).write_text(text, encoding="utf-8")
+        yield staging
         if path.exists():
             path.rmdir()
         os.replace(staging, path)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    return path
+
+
+def write_run(path: str | Path, tables: dict[str, pd.DataFrame], summary: dict[str, Any],
+              extra_files: dict[str, str] | None = None) -> Path:
+    """Write `<name>.parquet` for each table, `summary.json` and any text files, atomically."""
+    with staged_directory(path) as staging:
+        for name, frame in tables.items():
+            frame.to_parquet(staging / f"{name}.parquet", index=False)
+        write_json_atomic(staging / "summary.json", summary)
+        for name, text in (extra_files or {}).items():
+            (staging / name).write_text(text, encoding="utf-8")
+    return Path(path)

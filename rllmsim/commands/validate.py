@@ -14,16 +14,13 @@ aiconfigurator silicon CSV of closed-loop benchmarks. Writes, into --out:
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import click
 import pandas as pd
 
 from rllmsim.errors import ConfigError
-from rllmsim.rundir import check_new_dir, default_run_dir, to_jsonable
+from rllmsim.rundir import check_new_dir, default_run_dir, staged_directory, to_jsonable
 
 
 @click.command("validate")
@@ -154,19 +151,7 @@ def _closed_loop(path, cost_model_arg, gpu, requests_per_user, start, seed):
 
 def _write(path: Path, files: dict[str, str]) -> Path:
     """All files land in a temporary sibling first, then one rename: no half-written output."""
-    path = check_new_dir(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
-    try:
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(staging, 0o777 & ~umask)
+    with staged_directory(path) as staging:
         for name, text in files.items():
             (staging / name).write_text(text, encoding="utf-8")
-        if path.exists():
-            path.rmdir()
-        os.replace(staging, path)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return path

@@ -9,9 +9,6 @@ from __future__ import annotations
 
 import csv
 import io
-import os
-import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
@@ -24,7 +21,7 @@ from rllmsim.cost.base import CostModel
 from rllmsim.deployment import Deployment
 from rllmsim.errors import ConfigError
 from rllmsim.metrics.stragglers import DEFAULT_FACTOR
-from rllmsim.rundir import check_new_dir, to_jsonable, write_json_atomic, write_run
+from rllmsim.rundir import staged_directory, to_jsonable, write_json_atomic, write_run
 from rllmsim.simulation import RunOutput, WorkloadSpec, run_simulation
 
 FILES = ("compare.json", "compare.csv", "compare.html")
@@ -102,14 +99,6 @@ class Comparison:
         return buffer.getvalue()
 
 
-def _open_permissions(root: Path) -> None:
-    """mkdtemp/mkstemp create owner-only paths; give the outputs the modes the umask allows."""
-    umask = os.umask(0)
-    os.umask(umask)
-    for path in [root, *root.rglob("*")]:
-        os.chmod(path, (0o777 if path.is_dir() else 0o666) & ~umask)
-
-
 def _by_variant(group: pd.DataFrame, column: str) -> dict[str, float | None]:
     return {str(v): (None if pd.isna(x) else float(x)) for v, x in zip(group["variant"], group[column])}
 
@@ -171,23 +160,13 @@ def write_comparison(comparison: Comparison, out: str | Path, html: bool = True,
     `save_runs`) into the new directory `out`, atomically: all of it appears at once or none."""
     from rllmsim.compare.figures import comparison_html
 
-    out = check_new_dir(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp"))
-    try:
+    with staged_directory(out) as staging:
         write_json_atomic(staging / "compare.json", to_jsonable(comparison.to_json()))
-        (staging / "compare.csv").write_text(comparison.to_csv())
+        (staging / "compare.csv").write_text(comparison.to_csv(), encoding="utf-8")
         if html:
             (staging / "compare.html").write_text(comparison_html(comparison, comparison.metrics), encoding="utf-8")
         if save_runs:
             for name, run in comparison.runs.items():
                 write_run(staging / "runs" / name, {"requests": run.requests, "timeline": run.result.timeline},
                           run.summary)
-        _open_permissions(staging)
-        if out.exists():
-            out.rmdir()
-        os.replace(staging, out)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    return out
+    return Path(out)
