@@ -12,7 +12,7 @@ import simpy
 from rllmsim.cost.base import CostModel
 from rllmsim.deployment import Deployment
 from rllmsim.engine import speculation
-from rllmsim.engine.clients import Client, OpenLoop
+from rllmsim.engine.clients import Client
 from rllmsim.engine.kv_cache import BlockPool
 from rllmsim.engine.replica import Replica
 from rllmsim.engine.request import RequestLedger
@@ -68,12 +68,9 @@ class Cluster:
         self.replicas = [
             Replica(self.env, i, Scheduler(config, BlockPool(deployment.num_gpu_blocks, deployment.block_size),
                                            self.ledger),
-                    cost_model, self.timeline, self.itl, fast_forward=fast_forward, on_finish=self._finished,
-                    on_finish_count=self._finished_count)
+                    cost_model, self.timeline, self.itl, fast_forward=fast_forward, on_finish=self._finished)
             for i in range(deployment.replicas)
         ]
-        for replica in self.replicas:
-            replica.scheduler.cross_finish = isinstance(client, OpenLoop)
         self.outstanding = np.zeros(deployment.replicas, dtype=np.int64)
         self.arrivals = 0
 
@@ -106,13 +103,8 @@ class Cluster:
         self.replicas[index].enqueue(rid)
         return waiter
 
-    def _finished_count(self, replica: int, count: int) -> None:
-        self.outstanding[replica] -= count
-
-    def _finished(self, replica: int, rids: np.ndarray, now: float, counted: bool = False) -> None:
-        """Requests finished on `replica`; `counted` when their finish was already announced."""
-        if not counted:
-            self.outstanding[replica] -= len(rids)
+    def _finished(self, replica: int, rids: np.ndarray, now: float) -> None:
+        self.outstanding[replica] -= len(rids)
         if self._waiters:
             for rid in rids.tolist():
                 waiter = self._waiters.pop(rid, None)

@@ -34,11 +34,6 @@ class BlockPool:
     def used(self) -> int:
         return self.capacity - self.free
 
-    @property
-    def evictable(self) -> int:
-        """Free blocks that still hold an unreferenced cached prefix."""
-        return self._evictable_blocks
-
     def blocks_for(self, tokens: int) -> int:
         """Blocks needed to hold `tokens` tokens (ceiling division)."""
         return -(-tokens // self.block_size)
@@ -60,13 +55,6 @@ class BlockPool:
             return False
         self.take(blocks)
         return True
-
-    def exchange(self, taken: int, released: int) -> None:
-        """Apply interleaved allocations and releases by their net, when no cached prefix could
-        have been evicted in between."""
-        assert self._evictable_blocks == 0, "a net exchange would skip evictions"
-        self.free += released - taken
-        assert 0 <= self.free <= self.capacity, "KV blocks exchanged beyond the pool"
 
     def release(self, blocks: int) -> None:
         self.free += blocks

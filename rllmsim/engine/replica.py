@@ -24,7 +24,7 @@ from rllmsim.engine.segment import DecodeRun
 from rllmsim.metrics.histogram import LogHistogram
 from rllmsim.metrics.timeline import TimelineRecorder
 
-FinishCallback = Callable[[int, np.ndarray, float, bool], None]
+FinishCallback = Callable[[int, np.ndarray, float], None]
 
 
 class Replica:
@@ -41,7 +41,6 @@ class Replica:
         fast_forward: bool = True,
         max_run_steps: int = 65536,
         on_finish: FinishCallback | None = None,
-        on_finish_count: Callable[[int, int], None] | None = None,
     ) -> None:
         self.env = env
         self.index = index
@@ -52,13 +51,11 @@ class Replica:
         self.fast_forward = fast_forward
         self.max_run_steps = max_run_steps
         self.on_finish = on_finish
-        self.on_finish_count = on_finish_count
         self.clock = 0.0
         self.steps = 0
         self.events = 0
         self._wake: simpy.Event | None = None
         self._sleeping = False
-        self._run_ticket: list[int] | None = None
         self._in_flight: tuple[np.ndarray, int, np.ndarray] | None = None
         self.process = env.process(self._run())
 
@@ -95,9 +92,6 @@ class Replica:
             self._in_flight = (times[1:], used)
             done = yield from self._sleep_until(times[1:])
             self._in_flight = None
-            if self._run_ticket is not None:
-                self._run_ticket[0] = done - (1 if plan is not None else 0)
-                self._run_ticket = None
             self._apply(plan, run, times[: done + 1], used[:done])
 
     def _plan(self) -> tuple[StepPlan | None, DecodeRun | None, np.ndarray, np.ndarray]:
@@ -112,9 +106,8 @@ class Replica:
         run = scheduler.plan_decode_only_run(self.max_run_steps) if self.fast_forward else None
         if run is not None and run.steps:
             durations = self.cost_model.step_time(run.features)
-            times = np.add.accumulate(np.concatenate(([self.clock], durations)))
-            self._announce_finishes(run, times)
-            return None, run, times, used_before + run.blocks_in_use_delta()
+            used = used_before + run.new_blocks_cum
+            return None, run, np.add.accumulate(np.concatenate(([self.clock], durations))), used
         plan = scheduler.schedule(self.clock)
         if not plan.sched.any():
             return None, None, np.zeros(0), np.zeros(0)
@@ -125,22 +118,7 @@ class Replica:
             return plan, None, np.array([self.clock, self.clock + first]), np.array([used_first])
         durations = self.cost_model.step_time(run.features)
         times = np.add.accumulate(np.concatenate(([self.clock, first], durations)))
-        self._announce_finishes(run, times[1:])
-        return plan, run, times, np.concatenate(([used_first], used_first + run.blocks_in_use_delta()))
-
-    def _announce_finishes(self, run: DecodeRun, run_times: np.ndarray) -> None:
-        """A run that goes on past finishing requests tells the cluster of each finish when it
-        happens (the router counts outstanding requests), unless the run is cut short before.
-        `run_times` starts with the time the run begins, then each run step's end."""
-        if run.remaining is None or self.on_finish_count is None:
-            return
-        self._run_ticket = ticket = [run.steps]
-        steps, counts = np.unique(run.remaining[run.remaining <= run.steps], return_counts=True)
-        for step, count in zip(steps.tolist(), counts.tolist()):
-            event = self.env.timeout(max(0.0, float(run_times[step]) - self.env.now))
-            event.callbacks.append(lambda _, step=step, count=count: (
-                step <= ticket[0] and self.on_finish_count(self.index, count)))
-            self.events += 1
+        return plan, run, times, np.concatenate(([used_first], used_first + run.new_blocks_cum))
 
     def _sleep_until(self, ends: np.ndarray):
         """Sleep until the planned steps end or an arrival interrupts; returns the steps done."""
@@ -192,5 +170,4 @@ class Replica:
             prefill_tokens=prefill_tokens, decode_tokens=decode_tokens, output_tokens=emitted, preempted=preempted,
         )
         if self.on_finish is not None and finished is not None and len(finished):
-            announced = run is not None and run.remaining is not None and self.on_finish_count is not None
-            self.on_finish(self.index, finished, self.clock, announced)
+            self.on_finish(self.index, finished, self.clock)

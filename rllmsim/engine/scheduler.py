@@ -27,8 +27,7 @@ from rllmsim.engine import speculation
 from rllmsim.engine.batch import FIELD_INDEX, RunningBatch
 from rllmsim.engine.kv_cache import BlockPool
 from rllmsim.engine.request import RequestLedger
-from rllmsim.engine.segment import (DecodeRun, plan_decode_run, plan_decode_run_across_finishes,
-                                    plan_speculative_run)
+from rllmsim.engine.segment import DecodeRun, plan_decode_run, plan_speculative_run
 from rllmsim.metrics.histogram import LogHistogram
 
 _NO_REQUESTS = np.zeros(0, dtype=np.int64)
@@ -80,9 +79,6 @@ class Scheduler:
         self.running = RunningBatch()
         self.waiting: deque[int] = deque()
         self.spec = config.num_speculative_tokens
-        # runs may continue past finishing requests only when nothing reacts to a finish before
-        # the replica does (open-loop clients); the cluster decides
-        self.cross_finish = False
         self.prefix_query_tokens = 0
         self.prefix_hit_tokens = 0
 
@@ -146,7 +142,7 @@ class Scheduler:
             itl.add(end - ledger.last_token[rids[had_token]])
         ledger.first_token[rids[~had_token]] = end
         ledger.last_token[rids] = end
-        return StepOutcome(emitted=int(emitted.sum()), finished=self._retire_finished())
+        return StepOutcome(emitted=int(emitted.sum()), finished=self._retire_finished(end))
 
     def _publish_prefixes(self) -> None:
         """Sequences whose computed tokens now cover their group's prefix publish its full blocks
@@ -193,7 +189,8 @@ class Scheduler:
         if not self.spec:
             if not np.array_equal(batch.computed + plan.sched, batch.tokens):
                 return None
-            return self._decode_run(batch.computed + plan.sched, batch.target - batch.generated - 1, max_steps)
+            return plan_decode_run(batch.computed + plan.sched, batch.target - batch.generated - 1,
+                                   pool.free, pool.block_size, max_steps)
         if not plan.pure_decode or not (plan.sched == per_seq).all():
             return None
         gain = speculation.emitted_after(batch.accepted, batch.accept_rate, 1)
@@ -210,17 +207,8 @@ class Scheduler:
             return None
         if not (batch.computed == batch.tokens - 1).all() or not (batch.generated >= 1).all():
             return None
-        return self._decode_run(batch.computed, batch.target - batch.generated, max_steps)
-
-    def _decode_run(self, computed: np.ndarray, remaining: np.ndarray, max_steps: int) -> DecodeRun:
-        """A one-token-per-step run from the given (post-step) state, past finishing requests when
-        nobody waits, no request shares cached blocks and no free block holds an evictable prefix
-        (so releases and evictions cannot interleave differently than step by step)."""
-        pool = self.pool
-        if (self.cross_finish and not self.waiting and pool.evictable == 0 and int(remaining.min()) >= 1
-                and not self.running.shared.any()):
-            return plan_decode_run_across_finishes(computed, remaining, pool.free, pool.block_size, max_steps)
-        return plan_decode_run(computed, remaining, pool.free, pool.block_size, max_steps)
+        return plan_decode_run(batch.computed, batch.target - batch.generated, self.pool.free,
+                               self.pool.block_size, max_steps)
 
     def _head_reuses_evictable_prefix(self) -> bool:
         if not self.config.enable_prefix_caching:
@@ -236,13 +224,7 @@ class Scheduler:
         each step's gap is the inter-token latency of every running sequence.
         """
         batch, ledger = self.running, self.ledger
-        weights: np.ndarray | int = len(batch)
-        last = ends[steps]
-        if run.remaining is not None:
-            tokens = np.minimum(steps, run.remaining)
-            held = _ceil_div(batch.computed + tokens, self.pool.block_size)
-            weights, last = run.alive[:steps], ends[tokens]
-        elif run.accept_rate is None:
+        if run.accept_rate is None:
             tokens = steps
             held = _ceil_div(batch.computed + steps, self.pool.block_size)
         else:
@@ -254,31 +236,21 @@ class Scheduler:
         batch.generated += tokens
         batch.tokens += tokens
         batch.blocks = held - batch.shared
-        itl.add(np.diff(ends[: steps + 1]), weights)
-        ledger.last_token[batch.rid] = last
-        emitted = steps * len(batch) if np.isscalar(tokens) else int(tokens.sum())
-        new_blocks = int(run.new_blocks_cum[steps - 1])
-        if run.remaining is None:
-            self.pool.take(new_blocks)  # step-by-step order: allocate, then release at the end
-            return StepOutcome(emitted=emitted, finished=self._retire_finished())
-        # allocations and releases interleave within the run (the plan counted on that); no
-        # evictable prefix exists in such runs, so their net is all the pool needs
-        released = int(batch.blocks[batch.generated >= batch.target].sum())
-        self.pool.exchange(taken=new_blocks, released=released)
-        return StepOutcome(emitted=emitted, finished=self._retire_finished(release=False))
+        self.pool.take(int(run.new_blocks_cum[steps - 1]))
+        itl.add(np.diff(ends[: steps + 1]), len(batch))
+        ledger.last_token[batch.rid] = ends[steps]
+        emitted = steps * len(batch) if run.accept_rate is None else int(tokens.sum())
+        return StepOutcome(emitted=emitted, finished=self._retire_finished(float(ends[steps])))
 
-    def _retire_finished(self, release: bool = True) -> np.ndarray:
-        """Retire requests that emitted their last token; they finish when it was emitted. Their
-        blocks go back to the pool unless the caller already settled them."""
+    def _retire_finished(self, end: float) -> np.ndarray:
         batch, ledger = self.running, self.ledger
         done = batch.generated >= batch.target
         if not done.any():
             return _NO_REQUESTS
         done_rids = batch.rid[done]
-        ledger.finish[done_rids] = ledger.last_token[done_rids]
+        ledger.finish[done_rids] = end
         ledger.generated[done_rids] = batch.generated[done]
-        if release:
-            self.pool.release(int(batch.blocks[done].sum()))
+        self.pool.release(int(batch.blocks[done].sum()))
         for group in batch.group[done & (batch.shared > 0)].tolist():
             self.pool.dereference(group)
         batch.keep(~done)

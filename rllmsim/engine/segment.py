@@ -23,33 +23,17 @@ from rllmsim.cost.features import StepFeatures
 from rllmsim.engine import speculation
 
 
-#: Steps a run past finishing requests is planned ahead (it is planned again if it gets there).
-CROSS_FINISH_LOOKAHEAD = 256
-
-
 @dataclass(frozen=True)
 class DecodeRun:
     """`steps` decode steps; `new_blocks_cum[m]` is the blocks allocated by steps 0..m, and
     `features` describes each step for the cost model. Speculative runs also carry each
-    sequence's acceptance rate and the blocks each holds after every step. Runs that continue
-    past finishing sequences carry each sequence's remaining outputs (it emits its last token in
-    step `remaining - 1`), the sequences alive in each step and the blocks released by the end of
-    each step."""
+    sequence's acceptance rate and the blocks each holds after every step."""
 
     steps: int
     new_blocks_cum: np.ndarray
     features: StepFeatures
     accept_rate: np.ndarray | None = None
     blocks_by_step: np.ndarray | None = None
-    remaining: np.ndarray | None = None
-    alive: np.ndarray | None = None
-    released_cum: np.ndarray | None = None
-
-    def blocks_in_use_delta(self) -> np.ndarray:
-        """Change of the pool's blocks in use during each step, against before the run."""
-        if self.released_cum is None:
-            return self.new_blocks_cum
-        return self.new_blocks_cum - np.concatenate(([0], self.released_cum[:-1]))
 
     def blocks_at(self, step: int) -> np.ndarray:
         assert self.blocks_by_step is not None
@@ -78,51 +62,6 @@ def plan_decode_run(
     steps = min(int(np.searchsorted(new_blocks_cum, free_blocks, side="right")), horizon)
     context = int(computed.sum()) + m[:steps] * n
     return DecodeRun(steps, new_blocks_cum[:steps], StepFeatures.decode_only(np.full(steps, n), context))
-
-
-def plan_decode_run_across_finishes(
-    computed: np.ndarray,
-    remaining_outputs: np.ndarray,
-    free_blocks: int,
-    block_size: int,
-    max_steps: int,
-) -> DecodeRun:
-    """Like `plan_decode_run`, but sequences that emit their last token leave the batch and the
-    run goes on with the rest: valid when nobody waits to take their place. A finished sequence
-    releases its blocks at the end of its last step and stops allocating; sequence i is alive in
-    steps 0..remaining_i - 1. The run stops before the first step whose blocks do not fit."""
-    n = len(computed)
-    # plan only a little past the first finish: arrivals usually cut runs short, and every planned
-    # step costs work whether or not it is reached
-    reach = max(int(remaining_outputs.min()), CROSS_FINISH_LOOKAHEAD)
-    horizon = int(min(int(remaining_outputs.max()), reach, max_steps)) if n else 0
-    m = np.arange(horizon, dtype=np.int64)
-    residues = np.bincount(computed % block_size, minlength=block_size)
-    new_blocks = residues[(-m) % block_size]
-    done = remaining_outputs <= horizon
-    if done.any():
-        # finished sequences stop allocating: remove their block boundaries after their last step
-        first = remaining_outputs[done] + (-(computed[done] + remaining_outputs[done])) % block_size
-        later = first[:, None] + block_size * np.arange(horizon // block_size + 1)[None, :]
-        new_blocks = new_blocks - np.bincount(later[later < horizon], minlength=horizon)
-        held = -(-(computed[done] + remaining_outputs[done]) // block_size)
-        released = np.bincount(remaining_outputs[done] - 1, weights=held, minlength=horizon).astype(np.int64)
-    else:
-        released = np.zeros(horizon, dtype=np.int64)
-    new_blocks_cum = np.cumsum(new_blocks)
-    released_cum = np.cumsum(released)
-    released_before = np.concatenate(([0], released_cum[:-1]))
-    short = np.flatnonzero(new_blocks_cum - released_before > free_blocks)
-    steps = int(short[0]) if len(short) else horizon
-    finished_by = np.bincount(np.minimum(remaining_outputs, horizon), minlength=horizon + 1)[:horizon]
-    alive = n - np.cumsum(finished_by)
-    ordered = np.argsort(remaining_outputs, kind="stable")
-    computed_finished = np.concatenate(([0], np.cumsum(computed[ordered])))
-    finished_count = np.searchsorted(remaining_outputs[ordered], m[:steps], side="right")
-    context = int(computed.sum()) - computed_finished[finished_count] + m[:steps] * alive[:steps]
-    features = StepFeatures.decode_only(alive[:steps], context)
-    return DecodeRun(steps, new_blocks_cum[:steps], features, remaining=remaining_outputs,
-                     alive=alive[:steps], released_cum=released_cum[:steps])
 
 
 def plan_speculative_run(

@@ -29,11 +29,11 @@ class LogHistogram:
         self._weights: list[np.ndarray] = []
         self._pending = 0
 
-    def add(self, values: np.ndarray, weight: np.ndarray | float = 1.0) -> None:
-        """Add samples, each counted `weight` times (one weight, or one per sample)."""
+    def add(self, values: np.ndarray, weight: float = 1.0) -> None:
+        """Add samples, each counted `weight` times."""
         values = np.asarray(values, dtype=np.float64)
         self._values.append(values)
-        self._weights.append(np.broadcast_to(np.asarray(weight, dtype=np.float64), values.shape))
+        self._weights.append(np.full(values.shape, float(weight)))
         self._pending += values.size
         if self._pending >= _FLUSH_AT:
             self._flush()
