@@ -24,6 +24,7 @@ import pandas as pd
 from rllmsim.errors import ConfigError
 from rllmsim.validate.recorded import EngineArgs, RecordedRun, check_requests
 from rllmsim.validate.timeline import align_log
+from rllmsim.workload.traces import jsonl_records
 
 REQUEST_KEYS = ("input_toks", "output_toks", "queued_ts", "first_token_ts", "last_token_ts")
 LOG_KEYS = ("t", "running", "waiting")
@@ -58,18 +59,11 @@ def _run_name(path: Path) -> str:
 
 
 def _requests(path: Path) -> pd.DataFrame:
-    rows = []
-    for no, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise ConfigError(f"{path.name}: line {no}: not valid JSON ({exc.msg})") from None
+    rows, lines = jsonl_records(path, path.read_text(encoding="utf-8"))
+    for no, rec in zip(lines, rows):
         missing = [k for k in REQUEST_KEYS if rec.get(k) is None]
         if missing:
             raise ConfigError(f"{path.name}: line {no}: missing {', '.join(missing)}")
-        rows.append(rec)
     frame = pd.DataFrame.from_records(rows)
     out = pd.DataFrame({
         "request_id": frame["request_id"].astype(str) if "request_id" in frame else np.arange(len(frame)).astype(str),

@@ -125,6 +125,12 @@ def _load(path: Path) -> TraceFile:
         if isinstance(data, list) and all(isinstance(r, dict) for r in data):
             return TraceFile(path, pd.DataFrame.from_records(data), None, np.arange(len(data)), "record")
         raise ConfigError(f"{path.name}: expected a JSON object or a list of objects")
+    records, lines = jsonl_records(path, text)
+    return TraceFile(path, frame=pd.DataFrame.from_records(records), lines=np.asarray(lines))
+
+
+def jsonl_records(path: Path, text: str) -> tuple[list[dict[str, Any]], list[int]]:
+    """The objects of a JSON-lines text and their line numbers; a bad line is a one-line error."""
     records, lines = [], []
     for no, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
@@ -137,7 +143,7 @@ def _load(path: Path) -> TraceFile:
             raise ConfigError(f"{path.name}: line {no}: expected a JSON object per line")
         records.append(rec)
         lines.append(no)
-    return TraceFile(path, frame=pd.DataFrame.from_records(records), lines=np.asarray(lines))
+    return records, lines
 
 
 def _frame(arrival: np.ndarray, prompt: np.ndarray, output: np.ndarray, **extra: Any) -> pd.DataFrame:
