@@ -105,11 +105,9 @@ class RooflineCostModel:
         if dtype_bytes(deployment.kv_cache_dtype) < 2:
             attn_flops_per_s *= p.fp8_kv_attention_efficiency
         bytes_per_s = gpu.hbm_bandwidth_gbps * GIGA * p.memory_efficiency
-        lm_head_params = model.vocab_size * model.hidden_size
-        layer_params = model.linear_params_per_token() - lm_head_params
         # seconds per token through the layers, per sampled token through lm_head
-        self._s_per_token = 2.0 * layer_params / tp / gemm_flops_per_s
-        self._s_per_sample = 2.0 * lm_head_params / tp / gemm_flops_per_s
+        self._s_per_token = 2.0 * model.layer_linear_params_per_token() / tp / gemm_flops_per_s
+        self._s_per_sample = 2.0 * model.lm_head_params / tp / gemm_flops_per_s
         dense_bytes, expert_bytes = self._split_weight_bytes()
         self._dense_read_s = dense_bytes / bytes_per_s
         self._expert_read_s = expert_bytes / bytes_per_s
