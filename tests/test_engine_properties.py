@@ -9,6 +9,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from engine_helpers import LinearCostModel, small_deployment
+from rllmsim.cost.roofline import RooflineCostModel
 from rllmsim.simulation import run_simulation
 from rllmsim.workload.table import make_request_table
 
@@ -81,10 +82,12 @@ def test_invariants_hold(scenario):
 
 
 @SETTINGS
-@given(scenarios())
-def test_fast_forward_equals_step_by_step(scenario):
+@given(scenarios(), st.booleans())
+def test_fast_forward_equals_step_by_step(scenario, roofline):
+    """Also with the roofline, whose fast path for decode runs must give the same bits as its
+    per-step formula."""
     deployment, table, router = scenario
-    cost = LinearCostModel()
+    cost = RooflineCostModel(deployment) if roofline else LinearCostModel()
     fast = run_simulation(deployment, table, cost_model=cost, router=router, fast_forward=True).requests
     slow = run_simulation(deployment, table, cost_model=cost, router=router, fast_forward=False).requests
     for column in TIME_COLUMNS:

@@ -12,7 +12,7 @@ same step described inside a vectorised fast-forward segment give bit-identical 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Iterable, Mapping
 
 import numpy as np
@@ -55,6 +55,10 @@ class StepFeatures:
     decode_seqs: decoding sequences.
     decode_tokens: tokens fed by decoding sequences (decode_seqs x tokens per sequence).
     decode_kv_tokens: cached context the decode attention reads, sum of contexts.
+
+    decode_tokens_per_seq is not a feature: set when every step is a pure decode in which each
+    sequence feeds that many tokens (a fast-forwarded run), so a cost model can take shortcuts,
+    such as computing the terms that depend only on the batch size once per distinct size.
     """
 
     prefill_tokens: np.ndarray
@@ -64,6 +68,7 @@ class StepFeatures:
     decode_seqs: np.ndarray
     decode_tokens: np.ndarray
     decode_kv_tokens: np.ndarray
+    decode_tokens_per_seq: int | None = None
 
     def __len__(self) -> int:
         return len(self.decode_seqs)
@@ -74,7 +79,7 @@ class StepFeatures:
         return self.prefill_tokens + self.decode_tokens
 
     def as_dict(self) -> dict[str, np.ndarray]:
-        return {f.name: getattr(self, f.name) for f in fields(self)}
+        return {n: getattr(self, n) for n in FEATURE_NAMES}
 
     def matrix(self) -> np.ndarray:
         """The features as a float64 (steps x features) matrix in FEATURE_NAMES order."""
@@ -109,6 +114,22 @@ class StepFeatures:
             decode_seqs=seqs,
             decode_tokens=seqs * tokens_per_seq if tokens_per_seq != 1 else seqs,
             decode_kv_tokens=np.asarray(decode_kv_tokens, dtype=np.int64),
+        )
+
+    @classmethod
+    def decode_run(cls, seqs: np.ndarray, decode_kv_tokens: np.ndarray, tokens_per_seq: int = 1) -> "StepFeatures":
+        """Pure-decode steps: `seqs[m]` sequences each feed `tokens_per_seq` tokens in step m,
+        reading `decode_kv_tokens[m]` cached tokens (both int64)."""
+        zeros = np.zeros(len(seqs), dtype=np.int64)
+        return cls(
+            prefill_tokens=zeros,
+            prefill_seqs=zeros,
+            prefill_attn_pairs=zeros,
+            prefill_kv_tokens=zeros,
+            decode_seqs=seqs,
+            decode_tokens=seqs * tokens_per_seq if tokens_per_seq != 1 else seqs,
+            decode_kv_tokens=decode_kv_tokens,
+            decode_tokens_per_seq=tokens_per_seq,
         )
 
 

@@ -25,6 +25,7 @@ from rllmsim.deployment import Deployment
 from rllmsim.errors import ConfigError
 from rllmsim.specs import dtype_bytes
 
+_all = np.logical_and.reduce
 TERA = 1e12
 GIGA = 1e9
 
@@ -115,6 +116,8 @@ class RooflineCostModel:
         self._s_per_kv_token = deployment.kv_bytes_per_token_per_gpu / bytes_per_s
         self._allreduce_per_token_s, self._allreduce_fixed_s = self._allreduce_coefficients()
         self._per_seq_s = p.tp_per_seq_overhead_s if tp > 1 else p.per_seq_overhead_s
+        self._fixed_s = p.step_overhead_s + self._allreduce_fixed_s
+        self._decode_terms_cache: dict[tuple[int, int], np.ndarray] = {}
 
     def _split_weight_bytes(self) -> tuple[float, float]:
         """Per-GPU bytes of the weights every step reads, and of all routed experts (MoE)."""
@@ -139,18 +142,41 @@ class RooflineCostModel:
         return calls * per_token, calls * p.allreduce_latency_s * math.log2(d.tp)
 
     def step_time(self, features: StepFeatures) -> np.ndarray:
-        p = self.params
-        seqs = features.decode_seqs + features.prefill_seqs
-        tokens = features.prefill_tokens + features.decode_tokens
+        f = features
+        if f.decode_tokens_per_seq is not None:
+            per_seq, kv_tokens = f.decode_tokens_per_seq, f.decode_kv_tokens
+            return self._attention(kv_tokens * per_seq, kv_tokens) + self._decode_batch_terms(f.decode_seqs, per_seq)
+        seqs = f.decode_seqs + f.prefill_seqs
+        tokens = f.prefill_tokens + f.decode_tokens
+        per_seq = f.decode_tokens // np.maximum(f.decode_seqs, 1)
+        pairs = f.prefill_attn_pairs + f.decode_kv_tokens * per_seq
+        return self._attention(pairs, f.prefill_kv_tokens + f.decode_kv_tokens) + self._batch_terms(tokens, seqs)
+
+    def _attention(self, pairs: np.ndarray, kv_tokens: np.ndarray) -> np.ndarray:
+        """Attention: compute-bound on query-key pairs or bandwidth-bound on KV bytes read."""
+        return np.maximum(self._s_per_pair * pairs, self._s_per_kv_token * kv_tokens)
+
+    def _batch_terms(self, tokens: np.ndarray, seqs: np.ndarray) -> np.ndarray:
+        """Everything but attention: linear layers, all-reduces and CPU overheads, which depend
+        only on the step's token and sequence counts."""
         compute = self._s_per_token * tokens + self._s_per_sample * seqs
         weights = self._dense_read_s + self._expert_read_s * self._expert_share(tokens)
-        per_seq = features.decode_tokens // np.maximum(features.decode_seqs, 1)
-        pairs = features.prefill_attn_pairs + features.decode_kv_tokens * per_seq
-        kv_tokens = features.prefill_kv_tokens + features.decode_kv_tokens
-        attention = np.maximum(self._s_per_pair * pairs, self._s_per_kv_token * kv_tokens)
-        fixed = p.step_overhead_s + self._allreduce_fixed_s
-        variable = self._per_seq_s * seqs + self._allreduce_per_token_s * tokens
-        return np.maximum(compute, weights) + attention + variable + fixed
+        overhead = self._per_seq_s * seqs + self._allreduce_per_token_s * tokens + self._fixed_s
+        return np.maximum(compute, weights) + overhead
+
+    def _decode_batch_terms(self, seqs: np.ndarray, per_seq: int) -> np.ndarray:
+        """`_batch_terms` of pure-decode steps of `seqs[m]` sequences. A fast-forwarded run keeps
+        one batch size, and runs ask for the same sizes millions of times, so a constant size's
+        terms are memoised. They are computed on a one-element array, exactly as a single
+        scheduled step is: both give the same bits."""
+        first = seqs[:1]
+        if not len(first) or not _all(seqs == first):
+            return self._batch_terms(seqs * per_seq, seqs)
+        key = (int(first[0]), per_seq)
+        terms = self._decode_terms_cache.get(key)
+        if terms is None:
+            terms = self._decode_terms_cache[key] = self._batch_terms(first * per_seq, first)
+        return terms
 
     def _expert_share(self, tokens: np.ndarray) -> np.ndarray | float:
         """Expected share of routed experts touched by `tokens` tokens (uniform routing)."""

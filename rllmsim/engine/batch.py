@@ -67,6 +67,11 @@ class RunningBatch:
         self._data = self._data[:, :-1]
         return last
 
+    def add_tokens(self, tokens: np.ndarray | int) -> None:
+        """Each sequence computes and emits `tokens` more tokens (an int or one per sequence): the
+        known, computed and generated rows are adjacent, so this is one array operation."""
+        self._data[_TOKENS:_GENERATED + 1] += tokens
+
     def keep(self, mask: np.ndarray) -> None:
         """Drop the sequences where `mask` is False, preserving order."""
         self._data = self._data[:, mask]

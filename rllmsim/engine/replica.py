@@ -20,7 +20,7 @@ import simpy
 
 from rllmsim.cost.base import CostModel
 from rllmsim.engine.scheduler import Scheduler, StepPlan
-from rllmsim.engine.segment import DecodeRun
+from rllmsim.engine.segment import MAX_RUN_STEPS, DecodeRun
 from rllmsim.metrics.histogram import LogHistogram
 from rllmsim.metrics.timeline import TimelineRecorder
 
@@ -39,7 +39,7 @@ class Replica:
         timeline: TimelineRecorder,
         itl: LogHistogram,
         fast_forward: bool = True,
-        max_run_steps: int = 65536,
+        max_run_steps: int = MAX_RUN_STEPS,
         on_finish: FinishCallback | None = None,
     ) -> None:
         self.env = env
@@ -144,12 +144,13 @@ class Replica:
         scheduler = self.scheduler
         running, waiting = len(scheduler.running), len(scheduler.waiting)
         done = len(times) - 1
-        emitted, finished = 0, None
-        prefill_tokens = decode_tokens = preempted = 0
+        emitted = prefill_tokens = decode_tokens = preempted = 0
+        finished: list[np.ndarray] = []
         run_steps, run_times = done, times
         if plan is not None:
             outcome = scheduler.apply(plan, float(times[1]), self.itl)
-            emitted, finished = outcome.emitted, outcome.finished
+            emitted = outcome.emitted
+            finished.append(outcome.finished)
             prefill_tokens = int(plan.features.prefill_tokens[0])
             decode_tokens = int(plan.features.decode_tokens[0])
             preempted = plan.preempted
@@ -157,17 +158,20 @@ class Replica:
         if run_steps > 0:
             assert run is not None
             outcome = scheduler.advance(run, run_steps, run_times, self.itl)
-            emitted, finished = emitted + outcome.emitted, outcome.finished
-            decode_tokens += int(run.features.decode_tokens[:run_steps].sum())
+            emitted += outcome.emitted
+            finished.append(outcome.finished)
+            decode_tokens += int(np.add.reduce(run.features.decode_tokens[:run_steps]))
         start, self.clock = float(times[0]), float(times[-1])
         self.steps += done
-        durations = np.diff(times)
-        used = used.astype(np.float64)
+        durations = times[1:] - times[:-1]
+        blocks = used.astype(np.float64)
         self.timeline.record(
             replica=self.index, start_s=start, end_s=self.clock, steps=done, running=running, waiting=waiting,
-            kv_blocks_start=int(used[0]), kv_blocks_peak=int(used.max()),
-            kv_block_seconds=float(used @ durations), kv_block_sq_seconds=float((used * used) @ durations),
+            kv_blocks_start=int(used[0]), kv_blocks_peak=int(np.maximum.reduce(used)),
+            kv_block_seconds=float(blocks @ durations), kv_block_sq_seconds=float((blocks * blocks) @ durations),
             prefill_tokens=prefill_tokens, decode_tokens=decode_tokens, output_tokens=emitted, preempted=preempted,
         )
-        if self.on_finish is not None and finished is not None and len(finished):
-            self.on_finish(self.index, finished, self.clock)
+        if self.on_finish is not None:
+            for rids in finished:
+                if len(rids):
+                    self.on_finish(self.index, rids, self.clock)

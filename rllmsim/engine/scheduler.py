@@ -31,6 +31,9 @@ from rllmsim.engine.segment import DecodeRun, plan_decode_run, plan_speculative_
 from rllmsim.metrics.histogram import LogHistogram
 
 _NO_REQUESTS = np.zeros(0, dtype=np.int64)
+# the ufuncs' own reductions: ndarray.sum/any/all detour through Python wrappers, which costs more
+# than the arithmetic on the small arrays this module handles millions of times
+_total, _any, _all = np.add.reduce, np.logical_or.reduce, np.logical_and.reduce
 
 
 @dataclass(frozen=True)
@@ -81,6 +84,9 @@ class Scheduler:
         self.spec = config.num_speculative_tokens
         self.prefix_query_tokens = 0
         self.prefix_hit_tokens = 0
+        # True after a fast-forwarded run: every running sequence is then decoding, which saves
+        # re-checking it before the next run (the common case at a request's finish)
+        self._all_decoding = False
 
     @property
     def outstanding(self) -> int:
@@ -90,21 +96,25 @@ class Scheduler:
     def schedule(self, now: float) -> StepPlan:
         """Choose the next step's work and allocate its KV blocks."""
         batch, pool = self.running, self.pool
+        self._all_decoding = False
         budget = self.config.max_num_batched_tokens
         want = self._wanted_tokens()
-        before = np.cumsum(want) - want
-        sched = np.minimum(want, np.maximum(budget - before, 0))
+        if int(_total(want)) <= budget:
+            sched = want
+        else:
+            before = np.add.accumulate(want) - want
+            sched = np.minimum(want, np.maximum(budget - before, 0))
         # a sequence holds at least ceil(computed / block_size) blocks, so an unscheduled one
         # needs none; speculative lookahead slots may already be held
         need = np.maximum(_ceil_div(batch.computed + sched, pool.block_size) - batch.blocks - batch.shared, 0)
-        total_need = int(need.sum())
+        total_need = int(_total(need))
         preempted = 0
         if total_need <= pool.free:
             pool.take(total_need)
             batch.blocks += need
         else:
             sched, preempted = self._schedule_with_preemption(want, budget)
-        budget -= int(sched.sum())
+        budget -= int(_total(sched))
         admitted = 0
         if preempted == 0:
             sched, admitted = self._admit(sched, budget, now)
@@ -133,16 +143,16 @@ class Scheduler:
             emitted = ((plan.sched > 0) & (batch.computed == batch.tokens)).astype(np.int64)
             batch.generated += emitted
             batch.tokens += emitted
-        if self.config.enable_prefix_caching:
+        if self.config.enable_prefix_caching and _any(batch.prefix_blocks):
             self._publish_prefixes()
-        emit = emitted > 0
-        rids = batch.rid[emit]
-        had_token = ~np.isnan(ledger.last_token[rids])
-        if had_token.any():
-            itl.add(end - ledger.last_token[rids[had_token]])
+        rids = batch.rid[emitted > 0]
+        last = ledger.last_token[rids]
+        had_token = last == last  # not NaN
+        if _any(had_token):
+            itl.add(end - last[had_token])
         ledger.first_token[rids[~had_token]] = end
         ledger.last_token[rids] = end
-        return StepOutcome(emitted=int(emitted.sum()), finished=self._retire_finished(end))
+        return StepOutcome(emitted=int(_total(emitted)), finished=self._retire_finished())
 
     def _publish_prefixes(self) -> None:
         """Sequences whose computed tokens now cover their group's prefix publish its full blocks
@@ -187,7 +197,7 @@ class Scheduler:
         if self.waiting and (not plan.pure_decode or self._head_reuses_evictable_prefix()):
             return None
         if not self.spec:
-            if not np.array_equal(batch.computed + plan.sched, batch.tokens):
+            if not _all(batch.computed + plan.sched == batch.tokens):
                 return None
             return plan_decode_run(batch.computed + plan.sched, batch.target - batch.generated - 1,
                                    pool.free, pool.block_size, max_steps)
@@ -205,10 +215,14 @@ class Scheduler:
         batch = self.running
         if self.spec or self.waiting or not len(batch) or len(batch) > self.config.max_num_batched_tokens:
             return None
-        if not (batch.computed == batch.tokens - 1).all() or not (batch.generated >= 1).all():
+        if not self._all_decoding and not self._every_sequence_decodes():
             return None
         return plan_decode_run(batch.computed, batch.target - batch.generated, self.pool.free,
                                self.pool.block_size, max_steps)
+
+    def _every_sequence_decodes(self) -> bool:
+        batch = self.running
+        return bool(_all(batch.computed == batch.tokens - 1) and _all(batch.generated >= 1))
 
     def _head_reuses_evictable_prefix(self) -> bool:
         if not self.config.enable_prefix_caching:
@@ -223,34 +237,34 @@ class Scheduler:
         `ends` holds the end time of the step before the run followed by the run's step ends, so
         each step's gap is the inter-token latency of every running sequence.
         """
-        batch, ledger = self.running, self.ledger
+        batch, ledger, pool = self.running, self.ledger, self.pool
         if run.accept_rate is None:
-            tokens = steps
-            held = _ceil_div(batch.computed + steps, self.pool.block_size)
+            tokens, emitted = steps, steps * len(batch)
+            held = _ceil_div(batch.computed + steps, pool.block_size)
         else:
             tokens = np.minimum(speculation.emitted_after(batch.accepted, run.accept_rate, steps),
                                 batch.target - batch.generated)
             batch.accepted += steps * run.accept_rate
+            emitted = int(_total(tokens))
             held = run.blocks_at(steps - 1)
-        batch.computed += tokens
-        batch.generated += tokens
-        batch.tokens += tokens
+        batch.add_tokens(tokens)
         batch.blocks = held - batch.shared
-        self.pool.take(int(run.new_blocks_cum[steps - 1]))
-        itl.add(np.diff(ends[: steps + 1]), len(batch))
+        pool.take(int(run.new_blocks_cum[steps - 1]))
+        itl.add(ends[1:steps + 1] - ends[:steps], len(batch))
         ledger.last_token[batch.rid] = ends[steps]
-        emitted = steps * len(batch) if run.accept_rate is None else int(tokens.sum())
-        return StepOutcome(emitted=emitted, finished=self._retire_finished(float(ends[steps])))
+        self._all_decoding = True
+        return StepOutcome(emitted=emitted, finished=self._retire_finished())
 
-    def _retire_finished(self, end: float) -> np.ndarray:
+    def _retire_finished(self) -> np.ndarray:
+        """Retire the requests that emitted their last token; each finished when it did."""
         batch, ledger = self.running, self.ledger
         done = batch.generated >= batch.target
-        if not done.any():
+        if not _any(done):
             return _NO_REQUESTS
         done_rids = batch.rid[done]
-        ledger.finish[done_rids] = end
+        ledger.finish[done_rids] = ledger.last_token[done_rids]
         ledger.generated[done_rids] = batch.generated[done]
-        self.pool.release(int(batch.blocks[done].sum()))
+        self.pool.release(int(_total(batch.blocks[done])))
         for group in batch.group[done & (batch.shared > 0)].tolist():
             self.pool.dereference(group)
         batch.keep(~done)
@@ -358,15 +372,16 @@ def _ceil_div(a: np.ndarray, b: int) -> np.ndarray:
 
 def _step_features(sched: np.ndarray, computed: np.ndarray, is_decode: np.ndarray) -> StepFeatures:
     """The step's features, with the same definitions as `StepFeatures.from_shapes`."""
-    prefill = (sched > 0) & ~is_decode
-    chunk, ctx = sched[prefill], computed[prefill]
-    one = lambda v: np.array([v], dtype=np.int64)  # noqa: E731 - a one-row column
-    return StepFeatures(
-        prefill_tokens=one(chunk.sum()),
-        prefill_seqs=one(len(chunk)),
-        prefill_attn_pairs=one((chunk * ctx + chunk * (chunk + 1) // 2).sum()),
-        prefill_kv_tokens=one((chunk + ctx).sum()),
-        decode_seqs=one(is_decode.sum()),
-        decode_tokens=one(sched[is_decode].sum()),
-        decode_kv_tokens=one(computed[is_decode].sum()),
-    )
+    chunk = np.where(is_decode, 0, sched)  # prefill tokens per sequence, 0 where decoding or idle
+    prefill = chunk > 0
+    prefill_tokens = int(_total(chunk))
+    row = np.array([
+        prefill_tokens,
+        np.count_nonzero(prefill),
+        _total(chunk * computed + chunk * (chunk + 1) // 2),
+        prefill_tokens + _total(computed * prefill),
+        np.count_nonzero(is_decode),
+        _total(sched) - prefill_tokens,
+        _total(computed * is_decode),
+    ], dtype=np.int64)
+    return StepFeatures(*row[:, None])

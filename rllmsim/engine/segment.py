@@ -15,12 +15,17 @@ a closed form (`speculation.py`), so the run is planned as a (steps x sequences)
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
 
 from rllmsim.cost.features import StepFeatures
 from rllmsim.engine import speculation
+
+
+MAX_RUN_STEPS = 1 << 16
+_STEPS = np.arange(MAX_RUN_STEPS, dtype=np.int64)
 
 
 @dataclass(frozen=True)
@@ -53,15 +58,24 @@ def plan_decode_run(
     remaining_outputs: tokens each sequence still has to emit (>= 0).
     The run stops at the step in which the first sequence emits its last token (inclusive), before
     the first step whose blocks do not fit in `free_blocks`, and after `max_steps`.
+
+    This runs once per segment, millions of times, on small arrays: it uses the ufuncs' own
+    reduce/accumulate and ndarray methods, which skip numpy's Python-level wrappers.
     """
     n = len(computed)
-    horizon = int(min(int(remaining_outputs.min()), max_steps)) if n else 0
-    m = np.arange(horizon, dtype=np.int64)
+    horizon = min(int(np.minimum.reduce(remaining_outputs)), max_steps, MAX_RUN_STEPS) if n else 0
     residues = np.bincount(computed % block_size, minlength=block_size)
-    new_blocks_cum = np.cumsum(residues[(-m) % block_size])
-    steps = min(int(np.searchsorted(new_blocks_cum, free_blocks, side="right")), horizon)
-    context = int(computed.sum()) + m[:steps] * n
-    return DecodeRun(steps, new_blocks_cum[:steps], StepFeatures.decode_only(np.full(steps, n), context))
+    new_blocks_cum = np.add.accumulate(residues[_phases(block_size)[:horizon]])
+    steps = min(int(new_blocks_cum.searchsorted(free_blocks, "right")), horizon)
+    context = _STEPS[:steps] * n + int(np.add.reduce(computed))
+    return DecodeRun(steps, new_blocks_cum[:steps], StepFeatures.decode_run(np.full(steps, n), context))
+
+
+@functools.lru_cache(maxsize=None)
+def _phases(block_size: int) -> np.ndarray:
+    """(-m) mod B for each step m of a run: the residue c % B of the sequences that need a new
+    block in step m (position c + m starts a block when (c + m) % B == 0)."""
+    return (-_STEPS) % block_size
 
 
 def plan_speculative_run(
@@ -92,10 +106,10 @@ def plan_speculative_run(
     new_blocks_cum = held.sum(axis=1) - int(blocks.sum())
     steps = min(int(np.searchsorted(new_blocks_cum, free_blocks, side="right")), horizon)
     context = int(computed.sum()) + before[:steps].sum(axis=1)
-    features = StepFeatures.decode_only(np.full(steps, n), context, tokens_per_seq=1 + spec_tokens)
+    features = StepFeatures.decode_run(np.full(steps, n), context, tokens_per_seq=1 + spec_tokens)
     return DecodeRun(steps, new_blocks_cum[:steps], features, accept_rate, held[:steps])
 
 
 def _empty_run(accept_rate: np.ndarray, blocks: np.ndarray) -> DecodeRun:
     empty = np.zeros(0, dtype=np.int64)
-    return DecodeRun(0, empty, StepFeatures.decode_only(empty, empty), accept_rate, blocks[None, :0])
+    return DecodeRun(0, empty, StepFeatures.decode_run(empty, empty), accept_rate, blocks[None, :0])

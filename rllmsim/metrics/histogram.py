@@ -26,23 +26,26 @@ class LogHistogram:
         self.total = 0.0
         self.maximum = 0.0
         self._values: list[np.ndarray] = []
-        self._weights: list[np.ndarray] = []
+        self._weights: list[float] = []
+        self._sizes: list[int] = []
         self._pending = 0
 
     def add(self, values: np.ndarray, weight: float = 1.0) -> None:
-        """Add samples, each counted `weight` times."""
-        values = np.asarray(values, dtype=np.float64)
+        """Add a 1-D array of samples, each counted `weight` times."""
+        size = len(values)
         self._values.append(values)
-        self._weights.append(np.full(values.shape, float(weight)))
-        self._pending += values.size
+        self._weights.append(weight)
+        self._sizes.append(size)
+        self._pending += size
         if self._pending >= _FLUSH_AT:
             self._flush()
 
     def _flush(self) -> None:
         if not self._pending:
             return
-        values, weights = np.concatenate(self._values), np.concatenate(self._weights)
-        self._values, self._weights, self._pending = [], [], 0
+        values = np.concatenate(self._values).astype(np.float64, copy=False)
+        weights = np.repeat(np.asarray(self._weights, dtype=np.float64), self._sizes)
+        self._values, self._weights, self._sizes, self._pending = [], [], [], 0
         idx = np.clip(np.log(np.maximum(values, _LO) / _LO) / _LOG_WIDTH, 0, _BINS - 1).astype(np.int64)
         self.counts += np.bincount(idx, weights=weights, minlength=_BINS)
         self.count += float(weights.sum())
