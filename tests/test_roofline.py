@@ -23,7 +23,7 @@ def test_decode_run_matches_one_step_at_a_time(model: str, gpu: str, tp: int, to
     roofline = RooflineCostModel(Deployment(model=load_model(model), gpu=load_gpu(gpu), tp=tp))
     contexts = [(37, 1000 * 37 + 41 * m) for m in range(50)] + [(1, 5 + m) for m in range(5)]
     for seqs, context in ((s, np.array([c for s2, c in contexts if s2 == s])) for s in (37, 1)):
-        run = roofline.step_time(StepFeatures.decode_run(np.full(len(context), seqs), context, tokens_per_seq))
+        run = roofline.step_time(StepFeatures.decode_run(seqs, context, tokens_per_seq))
         one_by_one = [
             roofline.step_time(StepFeatures.from_shapes([BatchShape(
                 decode_contexts=(int(c) - (seqs - 1) * 10,) + (10,) * (seqs - 1),

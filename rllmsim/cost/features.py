@@ -56,9 +56,9 @@ class StepFeatures:
     decode_tokens: tokens fed by decoding sequences (decode_seqs x tokens per sequence).
     decode_kv_tokens: cached context the decode attention reads, sum of contexts.
 
-    decode_tokens_per_seq is not a feature: set when every step is a pure decode in which each
-    sequence feeds that many tokens (a fast-forwarded run), so a cost model can take shortcuts,
-    such as computing the terms that depend only on the batch size once per distinct size.
+    decode_batch is not a feature: (sequences, tokens per sequence) when every step is a pure
+    decode of the same batch (a fast-forwarded run), so a cost model may compute the terms that
+    depend only on the batch once instead of once per step.
     """
 
     prefill_tokens: np.ndarray
@@ -68,7 +68,7 @@ class StepFeatures:
     decode_seqs: np.ndarray
     decode_tokens: np.ndarray
     decode_kv_tokens: np.ndarray
-    decode_tokens_per_seq: int | None = None
+    decode_batch: tuple[int, int] | None = None
 
     def __len__(self) -> int:
         return len(self.decode_seqs)
@@ -99,6 +99,11 @@ class StepFeatures:
         return cls(**{n: table[:, i] for i, n in enumerate(FEATURE_NAMES)})
 
     @classmethod
+    def one_step(cls, row: tuple[int, ...]) -> "StepFeatures":
+        """One step from its `step_row`."""
+        return cls(*np.array(row, dtype=np.int64)[:, None])
+
+    @classmethod
     def decode_only(
         cls, decode_seqs: np.ndarray, decode_kv_tokens: np.ndarray, tokens_per_seq: int = 1
     ) -> "StepFeatures":
@@ -117,34 +122,41 @@ class StepFeatures:
         )
 
     @classmethod
-    def decode_run(cls, seqs: np.ndarray, decode_kv_tokens: np.ndarray, tokens_per_seq: int = 1) -> "StepFeatures":
-        """Pure-decode steps: `seqs[m]` sequences each feed `tokens_per_seq` tokens in step m,
-        reading `decode_kv_tokens[m]` cached tokens (both int64)."""
-        zeros = np.zeros(len(seqs), dtype=np.int64)
+    def decode_run(cls, seqs: int, decode_kv_tokens: np.ndarray, tokens_per_seq: int = 1) -> "StepFeatures":
+        """Steps in which the same `seqs` sequences each decode `tokens_per_seq` tokens, reading
+        `decode_kv_tokens[m]` cached tokens in step m (int64)."""
+        steps = len(decode_kv_tokens)
+        zeros = np.zeros(steps, dtype=np.int64)
+        decode_seqs = np.full(steps, seqs, dtype=np.int64)
         return cls(
             prefill_tokens=zeros,
             prefill_seqs=zeros,
             prefill_attn_pairs=zeros,
             prefill_kv_tokens=zeros,
-            decode_seqs=seqs,
-            decode_tokens=seqs * tokens_per_seq if tokens_per_seq != 1 else seqs,
+            decode_seqs=decode_seqs,
+            decode_tokens=decode_seqs * tokens_per_seq if tokens_per_seq != 1 else decode_seqs,
             decode_kv_tokens=decode_kv_tokens,
-            decode_tokens_per_seq=tokens_per_seq,
+            decode_batch=(seqs, tokens_per_seq),
         )
 
 
 def _shape_row(shape: BatchShape) -> tuple[int, ...]:
-    chunks = shape.prefill_chunks
-    prefill_tokens = sum(c for c, _ in chunks)
-    attn_pairs = sum(c * ctx + c * (c + 1) // 2 for c, ctx in chunks)
-    prefill_kv = sum(c + ctx for c, ctx in chunks)
     n_decode = len(shape.decode_contexts)
+    return step_row(shape.prefill_chunks, n_decode, n_decode * shape.decode_tokens_per_seq,
+                    sum(shape.decode_contexts))
+
+
+def step_row(prefill_chunks: Iterable[tuple[int, int]], decode_seqs: int, decode_tokens: int,
+             decode_kv_tokens: int) -> tuple[int, ...]:
+    """One step's features in FEATURE_NAMES order, from its (new tokens, context before) prefill
+    chunks and its decode totals."""
+    chunks = tuple(prefill_chunks)
     return (
-        prefill_tokens,
+        sum(c for c, _ in chunks),
         len(chunks),
-        attn_pairs,
-        prefill_kv,
-        n_decode,
-        n_decode * shape.decode_tokens_per_seq,
-        sum(shape.decode_contexts),
+        sum(c * ctx + c * (c + 1) // 2 for c, ctx in chunks),
+        sum(c + ctx for c, ctx in chunks),
+        decode_seqs,
+        decode_tokens,
+        decode_kv_tokens,
     )

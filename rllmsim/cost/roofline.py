@@ -25,7 +25,6 @@ from rllmsim.deployment import Deployment
 from rllmsim.errors import ConfigError
 from rllmsim.specs import dtype_bytes
 
-_all = np.logical_and.reduce
 TERA = 1e12
 GIGA = 1e9
 
@@ -114,6 +113,7 @@ class RooflineCostModel:
         self._expert_read_s = expert_bytes / bytes_per_s
         self._s_per_pair = model.attention_flops_per_pair() / tp / attn_flops_per_s
         self._s_per_kv_token = deployment.kv_bytes_per_token_per_gpu / bytes_per_s
+        self._s_attention_one_token = max(self._s_per_pair, self._s_per_kv_token)
         self._allreduce_per_token_s, self._allreduce_fixed_s = self._allreduce_coefficients()
         self._per_seq_s = p.tp_per_seq_overhead_s if tp > 1 else p.per_seq_overhead_s
         self._fixed_s = p.step_overhead_s + self._allreduce_fixed_s
@@ -143,9 +143,14 @@ class RooflineCostModel:
 
     def step_time(self, features: StepFeatures) -> np.ndarray:
         f = features
-        if f.decode_tokens_per_seq is not None:
-            per_seq, kv_tokens = f.decode_tokens_per_seq, f.decode_kv_tokens
-            return self._attention(kv_tokens * per_seq, kv_tokens) + self._decode_batch_terms(f.decode_seqs, per_seq)
+        if f.decode_batch is not None:
+            seqs, per_seq = f.decode_batch
+            kv_tokens = f.decode_kv_tokens
+            # with one token per sequence, attention's two bounds scale the same count, and
+            # rounding is monotone, so the larger coefficient gives the larger bound bit for bit
+            attention = (self._s_attention_one_token * kv_tokens if per_seq == 1
+                         else self._attention(kv_tokens * per_seq, kv_tokens))
+            return attention + self._decode_batch_terms(seqs, per_seq)
         seqs = f.decode_seqs + f.prefill_seqs
         tokens = f.prefill_tokens + f.decode_tokens
         per_seq = f.decode_tokens // np.maximum(f.decode_seqs, 1)
@@ -164,18 +169,15 @@ class RooflineCostModel:
         overhead = self._per_seq_s * seqs + self._allreduce_per_token_s * tokens + self._fixed_s
         return np.maximum(compute, weights) + overhead
 
-    def _decode_batch_terms(self, seqs: np.ndarray, per_seq: int) -> np.ndarray:
-        """`_batch_terms` of pure-decode steps of `seqs[m]` sequences. A fast-forwarded run keeps
-        one batch size, and runs ask for the same sizes millions of times, so a constant size's
-        terms are memoised. They are computed on a one-element array, exactly as a single
-        scheduled step is: both give the same bits."""
-        first = seqs[:1]
-        if not len(first) or not _all(seqs == first):
-            return self._batch_terms(seqs * per_seq, seqs)
-        key = (int(first[0]), per_seq)
+    def _decode_batch_terms(self, seqs: int, per_seq: int) -> np.ndarray:
+        """`_batch_terms` of a pure-decode step of `seqs` sequences, memoised: fast-forwarded runs
+        ask for the same few batch sizes millions of times. Computed on one-element arrays,
+        exactly as a single scheduled step is, so both give the same bits."""
+        key = (seqs, per_seq)
         terms = self._decode_terms_cache.get(key)
         if terms is None:
-            terms = self._decode_terms_cache[key] = self._batch_terms(first * per_seq, first)
+            size = np.array([seqs], dtype=np.int64)
+            terms = self._decode_terms_cache[key] = self._batch_terms(size * per_seq, size)
         return terms
 
     def _expert_share(self, tokens: np.ndarray) -> np.ndarray | float:

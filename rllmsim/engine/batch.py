@@ -57,9 +57,9 @@ class RunningBatch:
 
     def append(self, rid: int, tokens: int, computed: int, generated: int, target: int, blocks: int,
                accept_rate: int = 0, group: int = -1, shared: int = 0, prefix_blocks: int = 0) -> None:
-        column = np.array([[rid], [tokens], [computed], [generated], [target], [blocks], [0], [accept_rate],
-                           [group], [shared], [prefix_blocks]], dtype=np.int64)
-        self._data = np.concatenate((self._data, column), axis=1)
+        column = np.array([rid, tokens, computed, generated, target, blocks, 0, accept_rate, group, shared,
+                           prefix_blocks], dtype=np.int64)
+        self._data = np.concatenate((self._data, column[:, None]), axis=1)
 
     def pop_last(self) -> np.ndarray:
         """Remove the newest sequence and return its column (index it with `FIELD_INDEX`)."""

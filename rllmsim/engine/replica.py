@@ -156,11 +156,12 @@ class Replica:
             preempted = plan.preempted
             run_steps, run_times = done - 1, times[1:]
         if run_steps > 0:
-            assert run is not None
+            assert run is not None and run.features.decode_batch is not None
             outcome = scheduler.advance(run, run_steps, run_times, self.itl)
             emitted += outcome.emitted
             finished.append(outcome.finished)
-            decode_tokens += int(np.add.reduce(run.features.decode_tokens[:run_steps]))
+            seqs, tokens_per_seq = run.features.decode_batch
+            decode_tokens += run_steps * seqs * tokens_per_seq
         start, self.clock = float(times[0]), float(times[-1])
         self.steps += done
         durations = times[1:] - times[:-1]

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from rllmsim.cost.features import StepFeatures
+from rllmsim.cost.features import StepFeatures, step_row
 from rllmsim.engine import speculation
 from rllmsim.engine.batch import FIELD_INDEX, RunningBatch
 from rllmsim.engine.kv_cache import BlockPool
@@ -96,8 +96,12 @@ class Scheduler:
     def schedule(self, now: float) -> StepPlan:
         """Choose the next step's work and allocate its KV blocks."""
         batch, pool = self.running, self.pool
-        self._all_decoding = False
+        decoding, self._all_decoding = self._all_decoding and not self.spec, False
         budget = self.config.max_num_batched_tokens
+        if decoding and len(batch) <= budget:
+            plan = self._schedule_decoding_batch(budget, now)
+            if plan is not None:
+                return plan
         want = self._wanted_tokens()
         if int(_total(want)) <= budget:
             sched = want
@@ -121,6 +125,37 @@ class Scheduler:
         computed = batch.computed
         is_decode = (sched > 0) & (batch.generated >= 1) & (computed == batch.tokens - 1)
         return StepPlan(sched, is_decode, _step_features(sched, computed, is_decode), preempted, admitted)
+
+    def _schedule_decoding_batch(self, budget: int, now: float) -> StepPlan | None:
+        """`schedule` when every running sequence decodes one token (after a fast-forwarded run:
+        the step at each arrival). A decoding sequence holds exactly ceil(computed / B) blocks, so
+        it needs a new one when its computed tokens fill their last block, and the step's features
+        are the decodes' sums plus those of whoever joins. None, with nothing changed, when the
+        blocks do not fit: the general path preempts."""
+        batch, pool = self.running, self.pool
+        n = len(batch)
+        computed = batch.computed
+        need = computed % pool.block_size == 0
+        total_need = int(np.count_nonzero(need))
+        if total_need > pool.free:
+            return None
+        pool.take(total_need)
+        batch.blocks += need
+        decode_kv = int(_total(computed))
+        sched, admitted = self._admit(np.ones(n, dtype=np.int64), budget - n, now)
+        # whoever joined prefills a chunk, or decodes when a preempted request's cached blocks
+        # cover all but its last token
+        joined = slice(n, None)
+        contexts = batch.computed[joined].tolist()
+        joined_decode = [generated >= 1 and context == tokens - 1 for context, generated, tokens
+                         in zip(contexts, batch.generated[joined].tolist(), batch.tokens[joined].tolist())]
+        chunks = [(take, context) for take, context, decode in zip(sched[joined].tolist(), contexts, joined_decode)
+                  if not decode]
+        decode_contexts = [context for context, decode in zip(contexts, joined_decode) if decode]
+        decodes = n + len(decode_contexts)
+        features = StepFeatures.one_step(step_row(chunks, decodes, decodes, decode_kv + sum(decode_contexts)))
+        is_decode = np.concatenate((np.ones(n, dtype=bool), np.array(joined_decode, dtype=bool)))
+        return StepPlan(sched, is_decode, features, 0, admitted)
 
     def _wanted_tokens(self) -> np.ndarray:
         batch = self.running
@@ -335,7 +370,7 @@ class Scheduler:
             if cfg.enable_prefix_caching:
                 self.prefix_query_tokens += tokens
                 self.prefix_hit_tokens += hit
-            if np.isnan(ledger.first_scheduled[rid]):
+            if ledger.first_scheduled[rid] != ledger.first_scheduled[rid]:  # NaN: never scheduled
                 ledger.first_scheduled[rid] = now
                 ledger.cached_tokens[rid] = hit
             admitted.append(take)
@@ -370,18 +405,21 @@ def _ceil_div(a: np.ndarray, b: int) -> np.ndarray:
     return -(-a // b)
 
 
-def _step_features(sched: np.ndarray, computed: np.ndarray, is_decode: np.ndarray) -> StepFeatures:
-    """The step's features, with the same definitions as `StepFeatures.from_shapes`."""
+def _step_features(sched: np.ndarray, computed: np.ndarray, is_decode: np.ndarray,
+                   decodes: tuple[int, int, int] = (0, 0, 0)) -> StepFeatures:
+    """The step's features, with the same definitions as `StepFeatures.from_shapes`; `decodes`
+    adds (sequences, tokens, cached context) of decodes not in the arrays."""
     chunk = np.where(is_decode, 0, sched)  # prefill tokens per sequence, 0 where decoding or idle
     prefill = chunk > 0
     prefill_tokens = int(_total(chunk))
+    decode_seqs, decode_tokens, decode_kv = decodes
     row = np.array([
         prefill_tokens,
         np.count_nonzero(prefill),
         _total(chunk * computed + chunk * (chunk + 1) // 2),
         prefill_tokens + _total(computed * prefill),
-        np.count_nonzero(is_decode),
-        _total(sched) - prefill_tokens,
-        _total(computed * is_decode),
+        decode_seqs + np.count_nonzero(is_decode),
+        decode_tokens + _total(sched) - prefill_tokens,
+        decode_kv + _total(computed * is_decode),
     ], dtype=np.int64)
     return StepFeatures(*row[:, None])

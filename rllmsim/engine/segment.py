@@ -68,7 +68,7 @@ def plan_decode_run(
     new_blocks_cum = np.add.accumulate(residues[_phases(block_size)[:horizon]])
     steps = min(int(new_blocks_cum.searchsorted(free_blocks, "right")), horizon)
     context = _STEPS[:steps] * n + int(np.add.reduce(computed))
-    return DecodeRun(steps, new_blocks_cum[:steps], StepFeatures.decode_run(np.full(steps, n), context))
+    return DecodeRun(steps, new_blocks_cum[:steps], StepFeatures.decode_run(n, context))
 
 
 @functools.lru_cache(maxsize=None)
@@ -106,10 +106,10 @@ def plan_speculative_run(
     new_blocks_cum = held.sum(axis=1) - int(blocks.sum())
     steps = min(int(np.searchsorted(new_blocks_cum, free_blocks, side="right")), horizon)
     context = int(computed.sum()) + before[:steps].sum(axis=1)
-    features = StepFeatures.decode_run(np.full(steps, n), context, tokens_per_seq=1 + spec_tokens)
+    features = StepFeatures.decode_run(n, context, tokens_per_seq=1 + spec_tokens)
     return DecodeRun(steps, new_blocks_cum[:steps], features, accept_rate, held[:steps])
 
 
 def _empty_run(accept_rate: np.ndarray, blocks: np.ndarray) -> DecodeRun:
     empty = np.zeros(0, dtype=np.int64)
-    return DecodeRun(0, empty, StepFeatures.decode_run(empty, empty), accept_rate, blocks[None, :0])
+    return DecodeRun(0, empty, StepFeatures.decode_run(len(blocks), empty), accept_rate, blocks[None, :0])
