@@ -19,6 +19,7 @@ from __future__ import annotations
 import math
 from collections import deque
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
@@ -64,8 +65,7 @@ class StepPlan:
         return self.preempted == 0 and self.admitted == 0 and bool(self.is_decode.all())
 
 
-@dataclass(frozen=True)
-class StepOutcome:
+class StepOutcome(NamedTuple):
     """What applying steps emitted: tokens out and the ids of requests that finished."""
 
     emitted: int
@@ -174,8 +174,9 @@ class Scheduler:
         if self.spec:
             emitted = self._apply_speculative(plan)
         else:
-            batch.computed += plan.sched
-            emitted = ((plan.sched > 0) & (batch.computed == batch.tokens)).astype(np.int64)
+            computed = batch.computed
+            computed += plan.sched
+            emitted = (plan.sched > 0) & (computed == batch.tokens)
             batch.generated += emitted
             batch.tokens += emitted
         if self.config.enable_prefix_caching and _any(batch.prefix_blocks):
@@ -187,7 +188,7 @@ class Scheduler:
             itl.add(end - last[had_token])
         ledger.first_token[rids[~had_token]] = end
         ledger.last_token[rids] = end
-        return StepOutcome(emitted=int(_total(emitted)), finished=self._retire_finished())
+        return StepOutcome(int(_total(emitted)), self._retire_finished())
 
     def _publish_prefixes(self) -> None:
         """Sequences whose computed tokens now cover their group's prefix publish its full blocks
@@ -232,10 +233,10 @@ class Scheduler:
         if self.waiting and (not plan.pure_decode or self._head_reuses_evictable_prefix()):
             return None
         if not self.spec:
-            if not _all(batch.computed + plan.sched == batch.tokens):
+            computed = batch.computed + plan.sched
+            if not _all(computed == batch.tokens):
                 return None
-            return plan_decode_run(batch.computed + plan.sched, batch.target - batch.generated - 1,
-                                   pool.free, pool.block_size, max_steps)
+            return plan_decode_run(computed, batch.target - batch.generated - 1, pool.free, pool.block_size, max_steps)
         if not plan.pure_decode or not (plan.sched == per_seq).all():
             return None
         gain = speculation.emitted_after(batch.accepted, batch.accept_rate, 1)
@@ -288,7 +289,8 @@ class Scheduler:
         itl.add(ends[1:steps + 1] - ends[:steps], len(batch))
         ledger.last_token[batch.rid] = ends[steps]
         self._all_decoding = True
-        return StepOutcome(emitted=emitted, finished=self._retire_finished())
+        finished = self._retire_finished() if steps >= run.until_finish else _NO_REQUESTS
+        return StepOutcome(emitted, finished)
 
     def _retire_finished(self) -> np.ndarray:
         """Retire the requests that emitted their last token; each finished when it did."""

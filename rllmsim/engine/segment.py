@@ -16,7 +16,7 @@ a closed form (`speculation.py`), so the run is planned as a (steps x sequences)
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
@@ -28,15 +28,17 @@ MAX_RUN_STEPS = 1 << 16
 _STEPS = np.arange(MAX_RUN_STEPS, dtype=np.int64)
 
 
-@dataclass(frozen=True)
-class DecodeRun:
+class DecodeRun(NamedTuple):
     """`steps` decode steps; `new_blocks_cum[m]` is the blocks allocated by steps 0..m, and
-    `features` describes each step for the cost model. Speculative runs also carry each
-    sequence's acceptance rate and the blocks each holds after every step."""
+    `features` describes each step for the cost model. `until_finish` is the number of steps
+    after which the first sequence has emitted its last token: a run cut short before that
+    finishes nobody. Speculative runs also carry each sequence's acceptance rate and the blocks
+    each holds after every step. (A named tuple: one is built per segment, millions of times.)"""
 
     steps: int
     new_blocks_cum: np.ndarray
     features: StepFeatures
+    until_finish: int
     accept_rate: np.ndarray | None = None
     blocks_by_step: np.ndarray | None = None
 
@@ -63,12 +65,13 @@ def plan_decode_run(
     reduce/accumulate and ndarray methods, which skip numpy's Python-level wrappers.
     """
     n = len(computed)
-    horizon = min(int(np.minimum.reduce(remaining_outputs)), max_steps, MAX_RUN_STEPS) if n else 0
+    until_finish = int(np.minimum.reduce(remaining_outputs)) if n else 0
+    horizon = min(until_finish, max_steps, MAX_RUN_STEPS)
     residues = np.bincount(computed % block_size, minlength=block_size)
     new_blocks_cum = np.add.accumulate(residues[_phases(block_size)[:horizon]])
     steps = min(int(new_blocks_cum.searchsorted(free_blocks, "right")), horizon)
     context = _STEPS[:steps] * n + int(np.add.reduce(computed))
-    return DecodeRun(steps, new_blocks_cum[:steps], StepFeatures.decode_run(n, context))
+    return DecodeRun(steps, new_blocks_cum[:steps], StepFeatures.decode_run(n, context), until_finish)
 
 
 @functools.lru_cache(maxsize=None)
@@ -98,8 +101,8 @@ def plan_speculative_run(
     n = len(computed)
     if n == 0 or int(remaining_outputs.min()) <= 0:
         return _empty_run(accept_rate, blocks)
-    finish = speculation.steps_to_emit(accepted, accept_rate, remaining_outputs)
-    horizon = int(min(int(finish.min()), max_steps))
+    until_finish = int(speculation.steps_to_emit(accepted, accept_rate, remaining_outputs).min())
+    horizon = min(until_finish, max_steps)
     m = np.arange(horizon, dtype=np.int64)[:, None]
     before = speculation.emitted_after(accepted[None, :], accept_rate[None, :], m)
     held = np.maximum(-(-(computed + before + 1 + spec_tokens) // block_size), blocks)
@@ -107,9 +110,9 @@ def plan_speculative_run(
     steps = min(int(np.searchsorted(new_blocks_cum, free_blocks, side="right")), horizon)
     context = int(computed.sum()) + before[:steps].sum(axis=1)
     features = StepFeatures.decode_run(n, context, tokens_per_seq=1 + spec_tokens)
-    return DecodeRun(steps, new_blocks_cum[:steps], features, accept_rate, held[:steps])
+    return DecodeRun(steps, new_blocks_cum[:steps], features, until_finish, accept_rate, held[:steps])
 
 
 def _empty_run(accept_rate: np.ndarray, blocks: np.ndarray) -> DecodeRun:
     empty = np.zeros(0, dtype=np.int64)
-    return DecodeRun(0, empty, StepFeatures.decode_run(len(blocks), empty), accept_rate, blocks[None, :0])
+    return DecodeRun(0, empty, StepFeatures.decode_run(len(blocks), empty), 0, accept_rate, blocks[None, :0])
