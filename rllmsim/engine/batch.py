@@ -74,4 +74,4 @@ class RunningBatch:
 
     def keep(self, mask: np.ndarray) -> None:
         """Drop the sequences where `mask` is False, preserving order."""
-        self._data = self._data[:, mask]
+        self._data = self._data.compress(mask, axis=1)

@@ -25,6 +25,7 @@ from rllmsim.metrics.histogram import LogHistogram
 from rllmsim.metrics.timeline import TimelineRecorder
 
 FinishCallback = Callable[[int, np.ndarray, float], None]
+_NOBODY = np.zeros(0, dtype=np.int64)
 
 
 class Replica:
@@ -75,7 +76,7 @@ class Replica:
         if self._in_flight is None:
             return self.scheduler.pool.used
         ends, used = self._in_flight
-        return int(used[min(int(np.searchsorted(ends, now, side="left")), len(used) - 1)])
+        return int(used[min(int(ends.searchsorted(now, "left")), len(used) - 1)])
 
     # -- the process ----------------------------------------------------------------------
     def _run(self):
@@ -105,19 +106,17 @@ class Replica:
         used_before = scheduler.pool.used
         run = scheduler.plan_decode_only_run(self.max_run_steps) if self.fast_forward else None
         if run is not None and run.steps:
-            durations = self.cost_model.step_time(run.features)
-            used = used_before + run.new_blocks_cum
-            return None, run, np.add.accumulate(np.concatenate(([self.clock], durations))), used
+            times = _step_ends(self.clock, self.cost_model.step_time(run.features))
+            return None, run, times, used_before + run.new_blocks_cum
         plan = scheduler.schedule(self.clock)
-        if not plan.sched.any():
+        if not np.logical_or.reduce(plan.sched):
             return None, None, np.zeros(0), np.zeros(0)
         first = float(self.cost_model.step_time(plan.features)[0])
         used_first = scheduler.pool.used
         run = scheduler.plan_run(plan, self.max_run_steps) if self.fast_forward else None
         if run is None or run.steps == 0:
             return plan, None, np.array([self.clock, self.clock + first]), np.array([used_first])
-        durations = self.cost_model.step_time(run.features)
-        times = np.add.accumulate(np.concatenate(([self.clock, first], durations)))
+        times = _step_ends(self.clock, self.cost_model.step_time(run.features), first)
         return plan, run, times, np.concatenate(([used_first], used_first + run.new_blocks_cum))
 
     def _sleep_until(self, ends: np.ndarray):
@@ -132,7 +131,7 @@ class Replica:
         self.events += 1
         if env.now >= ends[-1]:
             return len(ends)
-        in_progress = int(np.searchsorted(ends, env.now, side="left"))
+        in_progress = int(ends.searchsorted(env.now, "left"))
         if ends[in_progress] > env.now:
             yield env.timeout(float(ends[in_progress]) - env.now)
             self.events += 1
@@ -145,21 +144,18 @@ class Replica:
         running, waiting = len(scheduler.running), len(scheduler.waiting)
         done = len(times) - 1
         emitted = prefill_tokens = decode_tokens = preempted = 0
-        finished: list[np.ndarray] = []
+        finished = plan_finished = _NOBODY
         run_steps, run_times = done, times
         if plan is not None:
-            outcome = scheduler.apply(plan, float(times[1]), self.itl)
-            emitted = outcome.emitted
-            finished.append(outcome.finished)
+            emitted, plan_finished = scheduler.apply(plan, float(times[1]), self.itl)
             prefill_tokens = int(plan.features.prefill_tokens[0])
             decode_tokens = int(plan.features.decode_tokens[0])
             preempted = plan.preempted
             run_steps, run_times = done - 1, times[1:]
         if run_steps > 0:
             assert run is not None and run.features.decode_batch is not None
-            outcome = scheduler.advance(run, run_steps, run_times, self.itl)
-            emitted += outcome.emitted
-            finished.append(outcome.finished)
+            run_emitted, finished = scheduler.advance(run, run_steps, run_times, self.itl)
+            emitted += run_emitted
             seqs, tokens_per_seq = run.features.decode_batch
             decode_tokens += run_steps * seqs * tokens_per_seq
         start, self.clock = float(times[0]), float(times[-1])
@@ -167,12 +163,22 @@ class Replica:
         durations = times[1:] - times[:-1]
         blocks = used.astype(np.float64)
         self.timeline.record(
-            replica=self.index, start_s=start, end_s=self.clock, steps=done, running=running, waiting=waiting,
-            kv_blocks_start=int(used[0]), kv_blocks_peak=int(np.maximum.reduce(used)),
-            kv_block_seconds=float(blocks @ durations), kv_block_sq_seconds=float((blocks * blocks) @ durations),
-            prefill_tokens=prefill_tokens, decode_tokens=decode_tokens, output_tokens=emitted, preempted=preempted,
-        )
+            self.index, start, self.clock, done, running, waiting, int(used[0]), int(np.maximum.reduce(used)),
+            float(blocks @ durations), float((blocks * blocks) @ durations), prefill_tokens, decode_tokens, emitted,
+            preempted)
         if self.on_finish is not None:
-            for rids in finished:
+            for rids in (plan_finished, finished):
                 if len(rids):
                     self.on_finish(self.index, rids, self.clock)
+
+
+def _step_ends(start: float, durations: np.ndarray, first: float | None = None) -> np.ndarray:
+    """[start, end of each step]: `first` (when given) then `durations`, summed left to right as
+    the step-by-step loop adds them, so both give the same timestamps."""
+    offset = 1 if first is None else 2
+    times = np.empty(len(durations) + offset)
+    times[0] = start
+    if first is not None:
+        times[1] = first
+    times[offset:] = durations
+    return np.add.accumulate(times, out=times)

@@ -40,7 +40,7 @@ class LeastOutstanding:
     """The replica with the fewest running plus waiting requests."""
 
     def choose(self, replicas: Sequence[Replica], outstanding: np.ndarray, now: float) -> int:
-        return int(np.argmin(outstanding))
+        return int(outstanding.argmin())
 
 
 class LeastKVUsage:

@@ -154,7 +154,8 @@ class Scheduler:
         decode_contexts = [context for context, decode in zip(contexts, joined_decode) if decode]
         decodes = n + len(decode_contexts)
         features = StepFeatures.one_step(step_row(chunks, decodes, decodes, decode_kv + sum(decode_contexts)))
-        is_decode = np.concatenate((np.ones(n, dtype=bool), np.array(joined_decode, dtype=bool)))
+        is_decode = np.ones(len(sched), dtype=bool)
+        is_decode[joined] = joined_decode
         return StepPlan(sched, is_decode, features, 0, admitted)
 
     def _wanted_tokens(self) -> np.ndarray:
@@ -302,8 +303,9 @@ class Scheduler:
         ledger.finish[done_rids] = ledger.last_token[done_rids]
         ledger.generated[done_rids] = batch.generated[done]
         self.pool.release(int(_total(batch.blocks[done])))
-        for group in batch.group[done & (batch.shared > 0)].tolist():
-            self.pool.dereference(group)
+        if self.config.enable_prefix_caching:
+            for group in batch.group[done & (batch.shared > 0)].tolist():
+                self.pool.dereference(group)
         batch.keep(~done)
         return done_rids
 

@@ -70,7 +70,8 @@ def plan_decode_run(
     residues = np.bincount(computed % block_size, minlength=block_size)
     new_blocks_cum = np.add.accumulate(residues[_phases(block_size)[:horizon]])
     steps = min(int(new_blocks_cum.searchsorted(free_blocks, "right")), horizon)
-    context = _STEPS[:steps] * n + int(np.add.reduce(computed))
+    context = _STEPS[:steps] * n
+    context += int(np.add.reduce(computed))
     return DecodeRun(steps, new_blocks_cum[:steps], StepFeatures.decode_run(n, context), until_finish)
 
 
