@@ -31,3 +31,15 @@ def test_decode_run_matches_one_step_at_a_time(model: str, gpu: str, tp: int, to
             for c in context
         ]
         assert run.tolist() == one_by_one
+
+
+def test_one_step_equals_its_row_in_a_batch_of_steps() -> None:
+    """A single step is costed with plain numbers, a table of steps with arrays: same bits."""
+    roofline = RooflineCostModel(Deployment(model=load_model("qwen3-32b"), gpu=load_gpu("h100-sxm"), tp=2))
+    rng = np.random.default_rng(7)
+    shapes = [BatchShape(prefill_chunks=tuple((int(c), int(x)) for c, x in rng.integers(1, 4000, (rng.integers(0, 3), 2))),
+                         decode_contexts=tuple(int(x) for x in rng.integers(1, 30000, rng.integers(0, 40))),
+                         decode_tokens_per_seq=int(rng.integers(1, 5)))
+              for _ in range(300)]
+    table = roofline.step_time(StepFeatures.from_shapes(shapes))
+    assert table.tolist() == [roofline.step_time(StepFeatures.from_shapes([s]))[0] for s in shapes]

@@ -16,11 +16,11 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
-from rllmsim.cost.features import StepFeatures
+from rllmsim.cost.features import FEATURE_NAMES, StepFeatures
 from rllmsim.deployment import Deployment
 from rllmsim.errors import ConfigError
 from rllmsim.specs import dtype_bytes
@@ -151,23 +151,32 @@ class RooflineCostModel:
             attention = (self._s_attention_one_token * kv_tokens if per_seq == 1
                          else self._attention(kv_tokens * per_seq, kv_tokens))
             return attention + self._decode_batch_terms(seqs, per_seq)
-        seqs = f.decode_seqs + f.prefill_seqs
-        tokens = f.prefill_tokens + f.decode_tokens
-        per_seq = f.decode_tokens // np.maximum(f.decode_seqs, 1)
-        pairs = f.prefill_attn_pairs + f.decode_kv_tokens * per_seq
-        return self._attention(pairs, f.prefill_kv_tokens + f.decode_kv_tokens) + self._batch_terms(tokens, seqs)
+        if len(f) == 1 and not self.deployment.model.num_experts:
+            # one scheduled step (one per arrival): the same formula on Python numbers, which
+            # are IEEE doubles too, so the bits match a one-element array's, without a dozen
+            # array calls
+            row = [int(getattr(f, name)[0]) for name in FEATURE_NAMES]
+            return np.array([self._seconds(*_totals(*row, maximum=max), maximum=max)])
+        totals = _totals(f.prefill_tokens, f.prefill_seqs, f.prefill_attn_pairs, f.prefill_kv_tokens,
+                         f.decode_seqs, f.decode_tokens, f.decode_kv_tokens, maximum=np.maximum)
+        return self._seconds(*totals, maximum=np.maximum)
 
-    def _attention(self, pairs: np.ndarray, kv_tokens: np.ndarray) -> np.ndarray:
+    def _seconds(self, pairs: Any, kv_tokens: Any, tokens: Any, seqs: Any, maximum: Callable) -> Any:
+        """Step seconds from attention's query-key pairs and KV tokens read and the step's token
+        and sequence counts: arrays (with np.maximum) or plain numbers (with max)."""
+        return self._attention(pairs, kv_tokens, maximum) + self._batch_terms(tokens, seqs, maximum)
+
+    def _attention(self, pairs: Any, kv_tokens: Any, maximum: Callable = np.maximum) -> Any:
         """Attention: compute-bound on query-key pairs or bandwidth-bound on KV bytes read."""
-        return np.maximum(self._s_per_pair * pairs, self._s_per_kv_token * kv_tokens)
+        return maximum(self._s_per_pair * pairs, self._s_per_kv_token * kv_tokens)
 
-    def _batch_terms(self, tokens: np.ndarray, seqs: np.ndarray) -> np.ndarray:
+    def _batch_terms(self, tokens: Any, seqs: Any, maximum: Callable = np.maximum) -> Any:
         """Everything but attention: linear layers, all-reduces and CPU overheads, which depend
         only on the step's token and sequence counts."""
         compute = self._s_per_token * tokens + self._s_per_sample * seqs
         weights = self._dense_read_s + self._expert_read_s * self._expert_share(tokens)
         overhead = self._per_seq_s * seqs + self._allreduce_per_token_s * tokens + self._fixed_s
-        return np.maximum(compute, weights) + overhead
+        return maximum(compute, weights) + overhead
 
     def _decode_batch_terms(self, seqs: int, per_seq: int) -> np.ndarray:
         """`_batch_terms` of a pure-decode step of `seqs` sequences, memoised: fast-forwarded runs
@@ -199,3 +208,11 @@ class RooflineCostModel:
             "kv_cache_dtype": d.kv_cache_dtype,
             "params": dataclasses.asdict(self.params),
         }
+
+
+def _totals(prefill_tokens: Any, prefill_seqs: Any, prefill_attn_pairs: Any, prefill_kv_tokens: Any,
+            decode_seqs: Any, decode_tokens: Any, decode_kv_tokens: Any, maximum: Callable) -> tuple[Any, ...]:
+    """(query-key pairs, KV tokens read, tokens, sequences) of steps given by their features."""
+    per_seq = decode_tokens // maximum(decode_seqs, 1)
+    pairs = prefill_attn_pairs + decode_kv_tokens * per_seq
+    return pairs, prefill_kv_tokens + decode_kv_tokens, prefill_tokens + decode_tokens, decode_seqs + prefill_seqs
