@@ -127,7 +127,8 @@ class StepFeatures:
         `decode_kv_tokens[m]` cached tokens in step m (int64)."""
         steps = len(decode_kv_tokens)
         zeros = np.zeros(steps, dtype=np.int64)
-        decode_seqs = np.full(steps, seqs, dtype=np.int64)
+        decode_seqs = np.empty(steps, dtype=np.int64)
+        decode_seqs.fill(seqs)
         return cls(
             prefill_tokens=zeros,
             prefill_seqs=zeros,

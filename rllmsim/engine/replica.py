@@ -145,22 +145,22 @@ class Replica:
         done = len(times) - 1
         emitted = prefill_tokens = decode_tokens = preempted = 0
         finished = plan_finished = _NOBODY
-        run_steps, run_times = done, times
+        start, self.clock = float(times[0]), float(times[-1])
+        durations = times[1:] - times[:-1]
+        run_steps = done
         if plan is not None:
             emitted, plan_finished = scheduler.apply(plan, float(times[1]), self.itl)
             prefill_tokens = int(plan.features.prefill_tokens[0])
             decode_tokens = int(plan.features.decode_tokens[0])
             preempted = plan.preempted
-            run_steps, run_times = done - 1, times[1:]
+            run_steps = done - 1
         if run_steps > 0:
             assert run is not None and run.features.decode_batch is not None
-            run_emitted, finished = scheduler.advance(run, run_steps, run_times, self.itl)
+            run_emitted, finished = scheduler.advance(run, durations[done - run_steps:], self.clock, self.itl)
             emitted += run_emitted
             seqs, tokens_per_seq = run.features.decode_batch
             decode_tokens += run_steps * seqs * tokens_per_seq
-        start, self.clock = float(times[0]), float(times[-1])
         self.steps += done
-        durations = times[1:] - times[:-1]
         blocks = used.astype(np.float64)
         self.timeline.record(
             self.index, start, self.clock, done, running, waiting, int(used[0]), int(np.maximum.reduce(used)),

@@ -268,12 +268,10 @@ class Scheduler:
         group, _, hit_blocks = self._prefix_lookup(rid, int(self.ledger.prompt[rid] + self.ledger.generated[rid]))
         return hit_blocks > 0 and self.pool.reference_cost(group) > 0
 
-    def advance(self, run: DecodeRun, steps: int, ends: np.ndarray, itl: LogHistogram) -> StepOutcome:
-        """Apply the first `steps` steps of a planned run at once.
-
-        `ends` holds the end time of the step before the run followed by the run's step ends, so
-        each step's gap is the inter-token latency of every running sequence.
-        """
+    def advance(self, run: DecodeRun, gaps: np.ndarray, end: float, itl: LogHistogram) -> StepOutcome:
+        """Apply the first steps of a planned run at once: `gaps` holds their durations (each is
+        the inter-token latency of every running sequence) and `end` is when the last ended."""
+        steps = len(gaps)
         batch, ledger, pool = self.running, self.ledger, self.pool
         if run.accept_rate is None:
             tokens, emitted = steps, steps * len(batch)
@@ -287,8 +285,8 @@ class Scheduler:
         batch.add_tokens(tokens)
         batch.blocks = held - batch.shared
         pool.take(int(run.new_blocks_cum[steps - 1]))
-        itl.add(ends[1:steps + 1] - ends[:steps], len(batch))
-        ledger.last_token[batch.rid] = ends[steps]
+        itl.add(gaps, len(batch))
+        ledger.last_token[batch.rid] = end
         self._all_decoding = True
         finished = self._retire_finished() if steps >= run.until_finish else _NO_REQUESTS
         return StepOutcome(emitted, finished)
