@@ -151,13 +151,10 @@ def step_row(prefill_chunks: Iterable[tuple[int, int]], decode_seqs: int, decode
              decode_kv_tokens: int) -> tuple[int, ...]:
     """One step's features in FEATURE_NAMES order, from its (new tokens, context before) prefill
     chunks and its decode totals."""
-    chunks = tuple(prefill_chunks)
-    return (
-        sum(c for c, _ in chunks),
-        len(chunks),
-        sum(c * ctx + c * (c + 1) // 2 for c, ctx in chunks),
-        sum(c + ctx for c, ctx in chunks),
-        decode_seqs,
-        decode_tokens,
-        decode_kv_tokens,
-    )
+    tokens = seqs = pairs = kv = 0
+    for chunk, context in prefill_chunks:
+        tokens += chunk
+        seqs += 1
+        pairs += chunk * context + chunk * (chunk + 1) // 2
+        kv += chunk + context
+    return tokens, seqs, pairs, kv, decode_seqs, decode_tokens, decode_kv_tokens

@@ -275,15 +275,16 @@ class Scheduler:
         batch, ledger, pool = self.running, self.ledger, self.pool
         if run.accept_rate is None:
             tokens, emitted = steps, steps * len(batch)
-            held = _ceil_div(batch.computed + steps, pool.block_size)
+            held = -(-(batch.computed + steps) // pool.block_size)
         else:
             tokens = np.minimum(speculation.emitted_after(batch.accepted, run.accept_rate, steps),
                                 batch.target - batch.generated)
             batch.accepted += steps * run.accept_rate
             emitted = int(_total(tokens))
-            held = run.blocks_at(steps - 1)
+            held = run.blocks_at(steps - 1).copy()
         batch.add_tokens(tokens)
-        batch.blocks = held - batch.shared
+        held -= batch.shared
+        batch.blocks = held
         pool.take(int(run.new_blocks_cum[steps - 1]))
         itl.add(gaps, len(batch))
         ledger.last_token[batch.rid] = end
