@@ -162,10 +162,11 @@ class Replica:
             decode_tokens += run_steps * seqs * tokens_per_seq
         self.steps += done
         blocks = used.astype(np.float64)
+        # blocks are only allocated within a segment, so its last step holds the most
         self.timeline.record(
-            self.index, start, self.clock, done, running, waiting, int(used[0]), int(np.maximum.reduce(used)),
-            float(blocks @ durations), float((blocks * blocks) @ durations), prefill_tokens, decode_tokens, emitted,
-            preempted)
+            self.index, start, self.clock, done, running, waiting, int(used[0]), int(used[-1]),
+            float(np.dot(blocks, durations)), float(np.dot(blocks * blocks, durations)), prefill_tokens,
+            decode_tokens, emitted, preempted)
         if self.on_finish is not None:
             for rids in (plan_finished, finished):
                 if len(rids):
