@@ -119,12 +119,12 @@ class Scheduler:
         else:
             sched, preempted = self._schedule_with_preemption(want, budget)
         budget -= int(_total(sched))
-        admitted = 0
-        if preempted == 0:
-            sched, admitted = self._admit(sched, budget, now)
+        joined = self._admit(budget, now) if preempted == 0 else []
+        if joined:
+            sched = np.concatenate((sched, [take for take, _, _ in joined]))
         computed = batch.computed
         is_decode = (sched > 0) & (batch.generated >= 1) & (computed == batch.tokens - 1)
-        return StepPlan(sched, is_decode, _step_features(sched, computed, is_decode), preempted, admitted)
+        return StepPlan(sched, is_decode, _step_features(sched, computed, is_decode), preempted, len(joined))
 
     def _schedule_decoding_batch(self, budget: int, now: float) -> StepPlan | None:
         """`schedule` when every running sequence decodes one token (after a fast-forwarded run:
@@ -142,21 +142,20 @@ class Scheduler:
         pool.take(total_need)
         batch.blocks += need
         decode_kv = int(_total(computed))
-        sched, admitted = self._admit(np.ones(n, dtype=np.int64), budget - n, now)
-        # whoever joined prefills a chunk, or decodes when a preempted request's cached blocks
-        # cover all but its last token
-        joined = slice(n, None)
-        contexts = batch.computed[joined].tolist()
-        joined_decode = [generated >= 1 and context == tokens - 1 for context, generated, tokens
-                         in zip(contexts, batch.generated[joined].tolist(), batch.tokens[joined].tolist())]
-        chunks = [(take, context) for take, context, decode in zip(sched[joined].tolist(), contexts, joined_decode)
-                  if not decode]
-        decode_contexts = [context for context, decode in zip(contexts, joined_decode) if decode]
-        decodes = n + len(decode_contexts)
-        features = StepFeatures.one_step(step_row(chunks, decodes, decodes, decode_kv + sum(decode_contexts)))
-        is_decode = np.ones(len(sched), dtype=bool)
-        is_decode[joined] = joined_decode
-        return StepPlan(sched, is_decode, features, 0, admitted)
+        joined = self._admit(budget - n, now)
+        sched = np.ones(n + len(joined), dtype=np.int64)
+        is_decode = np.ones(n + len(joined), dtype=bool)
+        chunks, decodes = [], n
+        for i, (take, context, decode) in enumerate(joined, start=n):
+            sched[i] = take
+            if decode:
+                decodes += 1
+                decode_kv += context
+            else:
+                chunks.append((take, context))
+                is_decode[i] = False
+        features = StepFeatures.one_step(step_row(chunks, decodes, decodes, decode_kv))
+        return StepPlan(sched, is_decode, features, 0, len(joined))
 
     def _wanted_tokens(self) -> np.ndarray:
         batch = self.running
@@ -349,13 +348,16 @@ class Scheduler:
         self.ledger.preemptions[rid] += 1
         self.waiting.appendleft(rid)
 
-    def _admit(self, sched: np.ndarray, budget: int, now: float) -> tuple[np.ndarray, int]:
-        """Admit waiting requests in order while sequences, budget and blocks allow."""
+    def _admit(self, budget: int, now: float) -> list[tuple[int, int, bool]]:
+        """Admit waiting requests in order while sequences, budget and blocks allow. Returns, for
+        each, the tokens it is scheduled, the cached context before them, and whether that is a
+        decode (a preempted request whose cached blocks cover all but its last token)."""
         batch, pool, ledger, cfg = self.running, self.pool, self.ledger, self.config
-        admitted: list[int] = []
+        joined: list[tuple[int, int, bool]] = []
         while self.waiting and len(batch) < cfg.max_num_seqs and budget > 0:
             rid = self.waiting[0]
-            tokens = int(ledger.prompt[rid] + ledger.generated[rid])
+            generated = int(ledger.generated[rid])
+            tokens = int(ledger.prompt[rid]) + generated
             group, prefix_blocks, hit_blocks = self._prefix_lookup(rid, tokens)
             hit = hit_blocks * pool.block_size
             if not cfg.enable_chunked_prefill and tokens - hit > budget:
@@ -368,7 +370,7 @@ class Scheduler:
                 pool.reference(group)
             pool.take(need)
             self.waiting.popleft()
-            batch.append(rid, tokens, hit, int(ledger.generated[rid]), int(ledger.target[rid]), need,
+            batch.append(rid, tokens, hit, generated, int(ledger.target[rid]), need,
                          int(ledger.accept_rate[rid]), group, hit_blocks, 0 if hit_blocks else prefix_blocks)
             if cfg.enable_prefix_caching:
                 self.prefix_query_tokens += tokens
@@ -376,11 +378,9 @@ class Scheduler:
             if ledger.first_scheduled[rid] != ledger.first_scheduled[rid]:  # NaN: never scheduled
                 ledger.first_scheduled[rid] = now
                 ledger.cached_tokens[rid] = hit
-            admitted.append(take)
+            joined.append((take, hit, generated >= 1 and hit == tokens - 1))
             budget -= take
-        if admitted:
-            sched = np.concatenate([sched, np.asarray(admitted, dtype=np.int64)])
-        return sched, len(admitted)
+        return joined
 
     def _prefix_lookup(self, rid: int, tokens: int) -> tuple[int, int, int]:
         """(group, full prefix blocks, cached blocks usable now) for a request about to be
