@@ -301,7 +301,7 @@ class Scheduler:
         ledger.finish[done_rids] = ledger.last_token[done_rids]
         ledger.generated[done_rids] = batch.generated[done]
         self.pool.release(int(_total(batch.blocks[done])))
-        if self.config.enable_prefix_caching:
+        if self.config.enable_prefix_caching and _any(batch.shared):
             for group in batch.group[done & (batch.shared > 0)].tolist():
                 self.pool.dereference(group)
         batch.keep(~done)
