@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,6 +20,10 @@ from rllmsim.specs.dtypes import quantization_weight_bytes
 
 GIB = 1024**3
 SPECULATIVE_METHODS = ("ngram", "draft", "eagle")
+#: The vLLM release whose defaults a deployment takes unless told otherwise.
+DEFAULT_VLLM_VERSION = "0.19.0"
+#: First vLLM release with async scheduling on by default (vllm-project/vllm#27614, Jan 2026).
+ASYNC_SCHEDULING_DEFAULT_SINCE = (0, 14)
 
 #: Memory vLLM cannot give to the KV cache beyond weights and activations: CUDA context, NCCL
 #: buffers, CUDA graphs. Several hundred MiB to a few GiB in practice; 1.5 GiB per GPU is a middle.
@@ -47,6 +52,10 @@ class Deployment:
     num_speculative_tokens: int = 0
     spec_acceptance_rate: float = 0.7
     draft_model: ModelSpec | None = None
+    vllm_version: str = DEFAULT_VLLM_VERSION
+    async_scheduling: bool | None = None  # None: the vLLM version's default
+    enforce_eager: bool = False
+    disable_custom_all_reduce: bool = False
 
     def __post_init__(self) -> None:
         _require(self.tp >= 1 and self.tp & (self.tp - 1) == 0, "tp", f"must be a power of two, got {self.tp}")
@@ -60,6 +69,9 @@ class Deployment:
         quantization_weight_bytes(self.quantization)  # raises ConfigError for unknown names
         dtype_bytes(self.kv_cache_dtype)  # raises ConfigError for unknown names
         self._check_speculative()
+        version = parse_vllm_version(self.vllm_version)
+        if self.async_scheduling is None:
+            object.__setattr__(self, "async_scheduling", version >= ASYNC_SCHEDULING_DEFAULT_SINCE)
         large_gpu = self.gpu.hbm_gib >= 70 and not self.gpu.name.startswith("a100")
         defaults = {
             "max_num_seqs": 1024 if large_gpu else 256,
@@ -200,6 +212,14 @@ class Deployment:
         out["weight_gib_per_gpu"] = round(self.weight_bytes_per_gpu / GIB, 3)
         out["kv_bytes_per_token_per_gpu"] = self.kv_bytes_per_token_per_gpu
         return out
+
+
+def parse_vllm_version(text: str) -> tuple[int, int]:
+    """(major, minor) of a vLLM version string such as "0.19.0" or "0.14.0rc2"."""
+    match = re.match(r"^v?(\d+)\.(\d+)", str(text).strip())
+    if not match:
+        raise ConfigError(f"vllm_version {text!r} is not a version like 0.19.0; give --vllm-version MAJOR.MINOR[.PATCH]")
+    return int(match.group(1)), int(match.group(2))
 
 
 def _require(ok: bool, field: str, message: str) -> None:
