@@ -31,9 +31,13 @@ REQUIRED_MODELS = {
     "llama-3.3-70b-instruct",
 }
 REQUIRED_GPUS = {
-    "a100-40gb", "a100-80gb", "h100-sxm", "h100-pcie", "h200", "b200",
-    "l40s", "l4", "rtx-4090", "rtx-pro-6000", "mi300x",
+    "a100-40gb", "a100-80gb", "h100-sxm", "h100-pcie", "h200", "b200", "b300", "gb200", "gb300",
+    "l40s", "l4", "rtx-4090", "rtx-pro-6000", "mi300x", "arc-pro-b60",
 }
+#: Blackwell Ultra cuts INT8 tensor throughput below its BF16 rate (datasheet: 307 / 330 TOPS sparse).
+REDUCED_INT8_GPUS = {"b300", "gb300"}
+#: GPUs added for the aiconfigurator kernel tables (shared/kernels/aiconfigurator-vllm).
+KERNEL_TABLE_GPUS = ("b300", "gb200", "gb300", "arc-pro-b60")
 
 
 def _one_line(exc: pytest.ExceptionInfo[ConfigError]) -> str:
@@ -222,8 +226,11 @@ def test_gpu_numbers_positive_with_price_provenance(name: str) -> None:
     assert gpu.price_source.strip() and gpu.display_name.strip() and gpu.interconnect.strip()
     year, month = gpu.price_date.split("-")
     assert 2023 <= int(year) <= 2030 and 1 <= int(month) <= 12
-    # Dense peaks: int8 is at least bf16 rate; fp8 (where present) doubles bf16.
-    assert gpu.int8_tops >= gpu.bf16_tflops
+    # Dense peaks: int8 is at least bf16 rate (except Blackwell Ultra); fp8 (where present) doubles bf16.
+    if name in REDUCED_INT8_GPUS:
+        assert gpu.int8_tops < gpu.bf16_tflops / 10
+    else:
+        assert gpu.int8_tops >= gpu.bf16_tflops
     if gpu.has_fp8:
         assert gpu.fp8_tflops == pytest.approx(2 * gpu.bf16_tflops, rel=0.02)  # L40S sheet: 362 vs 733
 
@@ -246,6 +253,64 @@ def test_gpu_numbers_positive_with_price_provenance(name: str) -> None:
 )
 def test_gpu_aliases(alias: str, key: str) -> None:
     assert load_gpu(alias).name == key
+
+
+@pytest.mark.parametrize(
+    ("name", "key"),
+    [
+        # aiconfigurator system names (shared/kernels/aiconfigurator-vllm/<system>.yaml)
+        ("a100_sxm", "a100-80gb"),
+        ("h100_sxm", "h100-sxm"),
+        ("h200_sxm", "h200"),
+        ("b200_sxm", "b200"),
+        ("b300_sxm", "b300"),
+        ("gb200", "gb200"),
+        ("gb300", "gb300"),
+        ("l40s", "l40s"),
+        ("rtx_pro_6000_server", "rtx-pro-6000"),
+        ("b60", "arc-pro-b60"),
+        # the `device` column those systems' kernel tables record
+        ("NVIDIA A100-SXM4-80GB", "a100-80gb"),
+        ("NVIDIA H100 80GB HBM3", "h100-sxm"),
+        ("NVIDIA H200", "h200"),
+        ("NVIDIA B200", "b200"),
+        ("NVIDIA B300 SXM6 AC", "b300"),
+        ("NVIDIA GB200", "gb200"),
+        ("NVIDIA GB300", "gb300"),
+        ("NVIDIA L40S", "l40s"),
+        ("NVIDIA RTX PRO 6000 Blackwell Server Edition", "rtx-pro-6000"),
+        ("Intel(R) Arc(TM) Pro B60 Graphics", "arc-pro-b60"),
+        ("Intel(R) Graphics [0xe211]", "arc-pro-b60"),
+        # LLMServingSim layer-profile folder names
+        ("RTXPRO6000", "rtx-pro-6000"),
+        ("RTX4090", "rtx-4090"),
+    ],
+)
+def test_kernel_table_systems_and_devices_resolve(name: str, key: str) -> None:
+    assert load_gpu(name).name == key
+
+
+@pytest.mark.parametrize("name", KERNEL_TABLE_GPUS)
+def test_kernel_table_gpus_load_with_peaks_and_price_date(name: str) -> None:
+    gpu = load_gpu(name)
+    assert gpu.bf16_tflops > 0 and gpu.int8_tops > 0 and gpu.hbm_bandwidth_gbps > 0 and gpu.hbm_gib > 0
+    assert gpu.price_per_gpu_hour_usd > 0 and gpu.price_source.strip()
+    year, month = gpu.price_date.split("-")
+    assert len(year) == 4 and 2025 <= int(year) <= 2030 and 1 <= int(month) <= 12
+    if gpu.vendor == "nvidia":
+        assert gpu.has_fp8 and gpu.fp8_tflops > gpu.bf16_tflops
+        assert gpu.interconnect.startswith("nvlink5") and gpu.interconnect_gbps == 900
+    else:  # Arc Pro B60: no FP8 matrix units, PCIe 5.0 x8
+        assert gpu.vendor == "intel" and not gpu.has_fp8 and gpu.peak_tflops(1) == gpu.bf16_tflops
+        assert gpu.interconnect.startswith("pcie") and gpu.interconnect_gbps == 32
+
+
+def test_kernel_table_gpus_memory_matches_system_yaml() -> None:
+    # hbm_gib is the aiconfigurator system's mem_capacity bytes / 2**30 (what the driver reports).
+    mem_capacity = {"b300": 288400343040, "gb200": 198674743296, "gb300": 298013687808,
+                    "arc-pro-b60": 25769803776}
+    for name, capacity in mem_capacity.items():
+        assert load_gpu(name).hbm_bytes == pytest.approx(capacity, rel=1e-4), name
 
 
 def test_unknown_gpu_is_one_line_config_error() -> None:
