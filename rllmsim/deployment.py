@@ -47,6 +47,7 @@ class Deployment:
     block_size: int = 16
     enable_chunked_prefill: bool = True
     enable_prefix_caching: bool = True
+    scheduler_reserve_full_isl: bool = True  # admit only when the whole prompt's blocks are free
     num_gpu_blocks_override: int | None = None
     speculative_method: str | None = None
     num_speculative_tokens: int = 0

@@ -15,6 +15,7 @@ import pandas as pd
 
 from rllmsim.cost.base import CostModel
 from rllmsim.cost.roofline import RooflineCostModel, RooflineParams
+from rllmsim.cost.select import cost_model_for
 from rllmsim.cost.speculative import SpeculativeCostModel
 from rllmsim.deployment import Deployment
 from rllmsim.engine.clients import BatchWaves, Client, ClosedLoop, OpenLoop
@@ -169,7 +170,7 @@ def run_simulation(
     else:
         table, built_client, workload_config = workload, OpenLoop(), {"arrival": "table", "num_requests": len(workload)}
     client = client or built_client
-    cost_model = with_speculation(cost_model or RooflineCostModel(deployment), deployment)
+    cost_model = with_speculation(cost_model or cost_model_for(deployment), deployment)
     result = Cluster(deployment, cost_model, table, client, router=router, fast_forward=fast_forward).run()
     requests = result.ledger.to_frame()
     summary = summarize(result, requests, deployment.replicas, slos_s, straggler_factor)

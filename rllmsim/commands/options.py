@@ -9,7 +9,7 @@ from typing import Any, Callable
 
 import click
 
-from rllmsim.deployment import Deployment
+from rllmsim.deployment import DEFAULT_VLLM_VERSION, Deployment
 from rllmsim.engine.router import ROUTERS
 from rllmsim.errors import ConfigError
 from rllmsim.simulation import WorkloadSpec
@@ -35,12 +35,21 @@ _DEPLOYMENT_OPTIONS = [
     click.option("--num-gpu-blocks-override", type=int, default=None),
     click.option("--enable-prefix-caching/--no-enable-prefix-caching", default=True, show_default=True,
                  help="vLLM v1 enables it by default."),
+    click.option("--scheduler-reserve-full-isl/--no-scheduler-reserve-full-isl", default=True, show_default=True,
+                 help="Admit a waiting or preempted request only when the KV cache holds its whole prompt, "
+                      "not just its first chunk (vLLM's default)."),
     click.option("--speculative-method", type=click.Choice(["ngram", "draft", "eagle"]), default=None,
                  help="Speculative decoding proposer."),
     click.option("--num-speculative-tokens", type=int, default=None, help="Tokens proposed per step (k)."),
     click.option("--acceptance-rate", "spec_acceptance_rate", type=float, default=0.7, show_default=True,
                  help="Probability each proposed token is accepted."),
     click.option("--draft-model", default=None, help="Draft model for --speculative-method draft."),
+    click.option("--vllm-version", default=DEFAULT_VLLM_VERSION, show_default=True,
+                 help="The vLLM release whose defaults apply (async scheduling is on from 0.14)."),
+    click.option("--async-scheduling/--no-async-scheduling", "async_scheduling", default=None,
+                 help="Overlap host work with the GPU step (default: as the vLLM version does)."),
+    click.option("--enforce-eager", is_flag=True, help="No CUDA graphs: every step launches its kernels."),
+    click.option("--disable-custom-all-reduce", is_flag=True, help="TP all-reduces through NCCL only."),
     click.option("--router", type=click.Choice(sorted(ROUTERS)), default="round-robin", show_default=True),
 ]
 
@@ -83,7 +92,9 @@ workload_options = _stack(_WORKLOAD_OPTIONS)
 
 DEPLOYMENT_KEYS = ("tp", "replicas", "quantization", "kv_cache_dtype", "max_num_seqs", "max_num_batched_tokens",
                    "max_model_len", "gpu_memory_utilization", "block_size", "enable_chunked_prefill",
-                   "num_gpu_blocks_override", "enable_prefix_caching", "speculative_method", "spec_acceptance_rate")
+                   "num_gpu_blocks_override", "enable_prefix_caching", "scheduler_reserve_full_isl",
+                   "vllm_version", "async_scheduling", "enforce_eager", "disable_custom_all_reduce",
+                   "speculative_method", "spec_acceptance_rate")
 WORKLOAD_KEYS = ("arrival", "rate", "cv", "burstiness", "dataset", "lengths_file", "max_tokens", "num_requests",
                  "concurrency", "think_time_s", "trace", "trace_format", "time_scale", "shared_prefix_tokens",
                  "prefix_groups")

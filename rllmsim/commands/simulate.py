@@ -8,6 +8,7 @@ from click.core import ParameterSource
 from rllmsim.commands.options import (deployment_from_options, deployment_options, parse_goodput,
                                       workload_from_options, workload_options)
 from rllmsim.cost.calibrated import calibrated_setup
+from rllmsim.cost.select import KINDS, cost_model_for
 from rllmsim.metrics.console import format_summary
 from rllmsim.rundir import check_new_dir, default_run_dir, write_run
 from rllmsim.simulation import run_simulation
@@ -23,15 +24,17 @@ from rllmsim.simulation import run_simulation
 @click.option("--straggler-factor", type=float, default=3.0, show_default=True,
               help="A request is a straggler past this multiple of its dataset's median E2EL.")
 @click.option("--timeline/--no-timeline", default=True, show_default=True, help="Write timeline.parquet.")
-@click.option("--cost-model", "cost_model_path", default=None,
-              help="A calibration JSON (rllmsim calibrate); default: the roofline model.")
+@click.option("--cost-model", "cost_model_path", default="auto", show_default=True,
+              help="auto (kernel tables where the GPU has them, else roofline), roofline, kernels, "
+                   "or a calibration JSON (rllmsim calibrate).")
+@click.option("--kernel-tables", default=None, help="A kernel-table folder (rllmsim kernels import) for this GPU.")
 @click.option("--allow-extrapolation", is_flag=True,
               help="Use --cost-model on a deployment other than the one it was measured on.")
 @click.option("--report", "report", is_flag=True, help="Also write report.html (plotly, works offline).")
 def command(seed, out_dir, step_by_step, goodput, straggler_factor, timeline, report, cost_model_path,
-            allow_extrapolation, **opts) -> None:
+            kernel_tables, allow_extrapolation, **opts) -> None:
     """Simulate serving a workload; prints a vllm-bench-style summary and writes the run."""
-    deployment, cost_model = _deployment_and_cost_model(opts, cost_model_path, allow_extrapolation)
+    deployment, cost_model = _deployment_and_cost_model(opts, cost_model_path, allow_extrapolation, kernel_tables)
     workload = workload_from_options(opts)
     slos = parse_goodput(goodput)
     out = check_new_dir(out_dir) if out_dir else default_run_dir(f"{deployment.model.name}-{deployment.gpu.name}")
@@ -49,11 +52,13 @@ def command(seed, out_dir, step_by_step, goodput, straggler_factor, timeline, re
     click.echo(f"run written to {out}")
 
 
-def _deployment_and_cost_model(opts: dict, path: str | None, allow_extrapolation: bool):
-    """The roofline needs only the options; a calibration fills in what the user left unset (model,
-    device, KV pool, engine limits) from the engine it was measured on, and refuses a mismatch."""
-    if path is None:
-        return deployment_from_options(opts), None
+def _deployment_and_cost_model(opts: dict, path: str, allow_extrapolation: bool, kernel_tables: str | None):
+    """The roofline and kernel models need only the options; a calibration fills in what the user
+    left unset (model, device, KV pool, engine limits) from the engine it was measured on, and
+    refuses a mismatch."""
+    if path in KINDS:
+        deployment = deployment_from_options(opts)
+        return deployment, cost_model_for(deployment, path, kernel_tables)
     ctx = click.get_current_context()
     given = {name for name in opts if ctx.get_parameter_source(name) != ParameterSource.DEFAULT}
     setup = calibrated_setup(path, opts["model"] if "model" in given else None, opts["gpu"] if "gpu" in given else None)

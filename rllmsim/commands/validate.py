@@ -25,8 +25,9 @@ from rllmsim.rundir import check_new_dir, default_run_dir, staged_directory, to_
 
 @click.command("validate")
 @click.argument("run_path", metavar="RUN", type=click.Path())
-@click.option("--cost-model", default="roofline", show_default=True,
-              help="'roofline', or a calibration JSON written by `rllmsim calibrate`.")
+@click.option("--cost-model", default="auto", show_default=True,
+              help="auto (kernel tables where the GPU has them, else roofline), roofline, kernels, "
+                   "or a calibration JSON written by `rllmsim calibrate`.")
 @click.option("--gpu", default=None, help="GPU catalog name (default: from the run's records or name).")
 @click.option("--model", default=None, help="Model catalog name, HF id or config.json (default: the run's).")
 @click.option("--engine-args", default=None, type=click.Path(),
@@ -60,7 +61,7 @@ def command(run_path, cost_model, gpu, model, engine_args, allow_extrapolation, 
 
 
 def _replay(path, cost_model_arg, gpu, model, engine_args, allow_extrapolation, seed):
-    from rllmsim.cost.roofline import RooflineCostModel
+    from rllmsim.cost.select import KINDS, cost_model_for
     from rllmsim.validate import diagnose
     from rllmsim.validate.compare import format_errors
     from rllmsim.validate.plots import replay_report
@@ -69,9 +70,9 @@ def _replay(path, cost_model_arg, gpu, model, engine_args, allow_extrapolation, 
 
     run = open_run(path, engine_args)
     notes: list[str] = []
-    if cost_model_arg == "roofline":
+    if cost_model_arg in KINDS:
         deployment = build_deployment(run.engine, resolve_gpu(gpu, run), model, notes=notes)
-        cost_model = RooflineCostModel(deployment)
+        cost_model = cost_model_for(deployment, cost_model_arg)
     else:
         from rllmsim.cost.regression import RegressionCostModel
 
@@ -118,12 +119,15 @@ def _closed_loop(path, cost_model_arg, gpu, requests_per_user, start, seed):
                                                  validate_cases)
     from rllmsim.validate.plots import closed_loop_report
 
-    if cost_model_arg != "roofline":
-        raise ConfigError("closed-loop silicon rows span many deployments; they validate the roofline only "
-                          "(a calibration describes one deployment)")
+    from rllmsim.cost.select import KINDS, cost_model_for
+
+    if cost_model_arg not in KINDS:
+        raise ConfigError("closed-loop silicon rows span many deployments; they validate the roofline and kernel "
+                          "models only (a calibration describes one deployment)")
     cases = read_aiconfigurator(path)
     starts = START_MODES if start == "both" else (start,)
-    results = validate_cases(cases, gpu=gpu, requests_per_user=requests_per_user, seed=seed, starts=starts)
+    results = validate_cases(cases, lambda d: cost_model_for(d, cost_model_arg), gpu=gpu,
+                             requests_per_user=requests_per_user, seed=seed, starts=starts)
     mape = mape_by_model(results)
     with pd.option_context("display.width", 200, "display.max_columns", 20, "display.max_colwidth", 40):
         shown = mape.drop(columns=["skip_reason"]).round(1)

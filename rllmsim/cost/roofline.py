@@ -5,8 +5,9 @@ Used when no profile of the deployment exists. A step's time is the sum of
   the HBM bandwidth (small decode batches are bandwidth-bound, large prefills compute-bound);
 - attention: the larger of its FLOPs (prefill pairs, decode context) and its KV bytes read;
 - tensor-parallel all-reduces, two per layer, ring-style over the interconnect;
-- a fixed per-step CPU overhead (scheduling, input preparation, sampling) plus a per-sequence
-  one (output processing), which dominates tiny batches.
+- the host time of the step, a fixed part (scheduling, input preparation) plus a per-sequence
+  one (output processing): added to the GPU time without async scheduling, overlapped with it
+  (the larger of the two) with async scheduling, vLLM's default since 0.14.
 Each peak is derated by an efficiency factor: no real kernel runs at the datasheet number. Only
 elementwise arithmetic is used, so a step costs the same alone or inside a vectorised batch.
 """
@@ -42,12 +43,8 @@ class RooflineParams:
     allreduce_latency_s: fixed cost of one all-reduce call per doubling of the TP group: small
         all-reduces are latency-bound and take log2(tp) synchronising rounds (tree / recursive
         doubling, as NCCL and vLLM's custom all-reduce do), so their cost grows with the group.
-    step_overhead_s: CPU time per engine step that the GPU cannot hide.
-    per_seq_overhead_s: CPU time per scheduled sequence (input preparation, output processing).
-    tp_per_seq_overhead_s: the per-sequence time with TP > 1, where vLLM's multiprocess executor
-        serialises every step's scheduler output to each worker and gathers results back. Its value
-        comes from the H100 closed-loop rows (TP 2-8) of the validation data and was checked on the
-        RTX PRO 6000 TP2 run, which the fit never saw (docs/validation.md).
+    step_overhead_s: host time per engine step (scheduling, input preparation).
+    per_seq_overhead_s: host time per scheduled sequence (input preparation, output processing).
     weight_only_dequant_efficiency: share of the BF16 GEMM peak left when weights must be
         dequantized inside the kernel (AWQ/GPTQ int4 Marlin, FP8 weights on chips without FP8
         tensor cores): memory-bound small batches still gain from the smaller weights, but
@@ -65,7 +62,6 @@ class RooflineParams:
     allreduce_latency_s: float = 8e-6
     step_overhead_s: float = 2.5e-3
     per_seq_overhead_s: float = 12e-6
-    tp_per_seq_overhead_s: float = 45e-6
     weight_only_dequant_efficiency: float = 0.75
     fp8_kv_attention_efficiency: float = 0.8
 
@@ -93,8 +89,9 @@ class RooflineCostModel:
     at construction, because `step_time` runs millions of times per simulation.
     """
 
-    def __init__(self, deployment: Deployment, params: RooflineParams | None = None) -> None:
+    def __init__(self, deployment: Deployment, params: RooflineParams | None = None, note: str | None = None) -> None:
         self.deployment = deployment
+        self.note = note
         self.params = p = params or RooflineParams()
         model, gpu, tp = deployment.model, deployment.gpu, deployment.tp
         if gpu.bf16_tflops <= 0 or gpu.hbm_bandwidth_gbps <= 0:
@@ -115,9 +112,11 @@ class RooflineCostModel:
         self._s_per_kv_token = deployment.kv_bytes_per_token_per_gpu / bytes_per_s
         self._s_attention_one_token = max(self._s_per_pair, self._s_per_kv_token)
         self._allreduce_per_token_s, self._allreduce_fixed_s = self._allreduce_coefficients()
-        self._per_seq_s = p.tp_per_seq_overhead_s if tp > 1 else p.per_seq_overhead_s
-        self._fixed_s = p.step_overhead_s + self._allreduce_fixed_s
-        self._decode_terms_cache: dict[tuple[int, int], np.ndarray] = {}
+        self._per_seq_s = p.per_seq_overhead_s
+        self._fixed_s = self._allreduce_fixed_s
+        self._host_fixed_s = p.step_overhead_s
+        self._async = bool(deployment.async_scheduling)
+        self._decode_terms_cache: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
 
     def _split_weight_bytes(self) -> tuple[float, float]:
         """Per-GPU bytes of the weights every step reads, and of all routed experts (MoE)."""
@@ -150,7 +149,8 @@ class RooflineCostModel:
             # rounding is monotone, so the larger coefficient gives the larger bound bit for bit
             attention = (self._s_attention_one_token * kv_tokens if per_seq == 1
                          else self._attention(kv_tokens * per_seq, kv_tokens))
-            return attention + self._decode_batch_terms(seqs, per_seq)
+            gpu_terms, host = self._decode_batch_terms(seqs, per_seq)
+            return self._combine(attention + gpu_terms, host, np.maximum)
         if len(f) == 1 and not self.deployment.model.num_experts:
             # one scheduled step (one per arrival): the same formula on Python numbers, which
             # are IEEE doubles too, so the bits match a one-element array's, without a dozen
@@ -164,29 +164,36 @@ class RooflineCostModel:
     def _seconds(self, pairs: Any, kv_tokens: Any, tokens: Any, seqs: Any, maximum: Callable) -> Any:
         """Step seconds from attention's query-key pairs and KV tokens read and the step's token
         and sequence counts: arrays (with np.maximum) or plain numbers (with max)."""
-        return self._attention(pairs, kv_tokens, maximum) + self._batch_terms(tokens, seqs, maximum)
+        gpu = self._attention(pairs, kv_tokens, maximum) + self._batch_terms(tokens, seqs, maximum)
+        return self._combine(gpu, self._host(seqs), maximum)
+
+    def _host(self, seqs: Any) -> Any:
+        return self._per_seq_s * seqs + self._host_fixed_s
+
+    def _combine(self, gpu: Any, host: Any, maximum: Callable) -> Any:
+        """Async scheduling overlaps host work with the GPU step; without it they add."""
+        return maximum(gpu, host) if self._async else gpu + host
 
     def _attention(self, pairs: Any, kv_tokens: Any, maximum: Callable = np.maximum) -> Any:
         """Attention: compute-bound on query-key pairs or bandwidth-bound on KV bytes read."""
         return maximum(self._s_per_pair * pairs, self._s_per_kv_token * kv_tokens)
 
     def _batch_terms(self, tokens: Any, seqs: Any, maximum: Callable = np.maximum) -> Any:
-        """Everything but attention: linear layers, all-reduces and CPU overheads, which depend
-        only on the step's token and sequence counts."""
+        """GPU time outside attention: linear layers and all-reduces, which depend only on the
+        step's token and sequence counts."""
         compute = self._s_per_token * tokens + self._s_per_sample * seqs
         weights = self._dense_read_s + self._expert_read_s * self._expert_share(tokens)
-        overhead = self._per_seq_s * seqs + self._allreduce_per_token_s * tokens + self._fixed_s
-        return maximum(compute, weights) + overhead
+        return maximum(compute, weights) + (self._allreduce_per_token_s * tokens + self._fixed_s)
 
-    def _decode_batch_terms(self, seqs: int, per_seq: int) -> np.ndarray:
-        """`_batch_terms` of a pure-decode step of `seqs` sequences, memoised: fast-forwarded runs
-        ask for the same few batch sizes millions of times. Computed on one-element arrays,
-        exactly as a single scheduled step is, so both give the same bits."""
+    def _decode_batch_terms(self, seqs: int, per_seq: int) -> tuple[np.ndarray, np.ndarray]:
+        """`_batch_terms` and host time of a pure-decode step of `seqs` sequences, memoised:
+        fast-forwarded runs ask for the same few batch sizes millions of times. Computed on
+        one-element arrays, exactly as a single scheduled step is, so both give the same bits."""
         key = (seqs, per_seq)
         terms = self._decode_terms_cache.get(key)
         if terms is None:
             size = np.array([seqs], dtype=np.int64)
-            terms = self._decode_terms_cache[key] = self._batch_terms(size * per_seq, size)
+            terms = self._decode_terms_cache[key] = (self._batch_terms(size * per_seq, size), self._host(size))
         return terms
 
     def _expert_share(self, tokens: np.ndarray) -> np.ndarray | float:
@@ -206,7 +213,9 @@ class RooflineCostModel:
             "tp": d.tp,
             "quantization": d.quantization,
             "kv_cache_dtype": d.kv_cache_dtype,
+            "async_scheduling": self._async,
             "params": dataclasses.asdict(self.params),
+            **({"note": self.note} if self.note else {}),
         }
 
 

@@ -20,7 +20,7 @@ import pandas as pd
 import simpy
 
 from rllmsim.cost.base import CostModel
-from rllmsim.cost.roofline import RooflineCostModel
+from rllmsim.cost.select import cost_model_for as default_cost_model
 from rllmsim.deployment import Deployment
 from rllmsim.engine.clients import ClosedLoop
 from rllmsim.errors import ConfigError
@@ -97,7 +97,8 @@ def case_deployment(case: ClosedLoopCase, gpu: str | None = None) -> Deployment:
     if case.precision not in ("bf16", "fp16") and case.precision not in QUANT:
         raise ConfigError(f"precision {case.precision} is not modelled")
     return Deployment(model=model, gpu=load_gpu(gpu or case.system), tp=case.tp,
-                      quantization=QUANT.get(case.precision), max_model_len=case.isl + case.osl)
+                      quantization=QUANT.get(case.precision), max_model_len=case.isl + case.osl,
+                      **({"vllm_version": case.backend_version} if case.backend_version else {}))
 
 
 @dataclass(frozen=True)
@@ -136,7 +137,7 @@ def simulate_case(case: ClosedLoopCase, deployment: Deployment, cost_model: Cost
         raise ConfigError(f"closed-loop start {start!r}: choose one of {', '.join(START_MODES)}")
     n = case.users * requests_per_user
     table = make_request_table(np.zeros(n), np.full(n, case.isl), np.full(n, case.osl), "closed-loop")
-    cost_model = cost_model or RooflineCostModel(deployment)
+    cost_model = cost_model or default_cost_model(deployment)
     run = run_simulation(deployment, table, seed=seed, cost_model=cost_model, client=ClosedLoop(case.users))
     if start == "staggered":
         cycle = float(run.requests["e2el_s"].mean())

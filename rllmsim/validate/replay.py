@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from rllmsim.cost.base import CostModel
-from rllmsim.cost.roofline import RooflineCostModel
+from rllmsim.cost.select import cost_model_for
 from rllmsim.deployment import Deployment
 from rllmsim.errors import ConfigError
 from rllmsim.simulation import RunOutput, run_simulation
@@ -107,7 +107,7 @@ def build_deployment(engine: EngineArgs, gpu: GPUSpec, model: str | None = None,
         "max_num_batched_tokens": engine.max_num_batched_tokens, "max_model_len": engine.max_model_len,
         "gpu_memory_utilization": engine.gpu_memory_utilization, "block_size": engine.block_size,
         "enable_chunked_prefill": engine.enable_chunked_prefill, "num_gpu_blocks_override": blocks,
-        "enable_prefix_caching": engine.enable_prefix_caching,
+        "enable_prefix_caching": engine.enable_prefix_caching, "vllm_version": engine.vllm_version,
     }.items() if v is not None}
     if engine.num_gpu_blocks:
         notes.append(f"KV capacity: {engine.num_gpu_blocks} blocks as the real engine reported, {blocks} usable "
@@ -124,7 +124,7 @@ def validate(run: RecordedRun, deployment: Deployment, cost_model: CostModel | N
              seed: int = 0, notes: list[str] | None = None) -> Validation:
     """Simulate the run's requests on `deployment` and build the error tables."""
     notes = list(notes or [])
-    cost_model = cost_model or RooflineCostModel(deployment)
+    cost_model = cost_model or cost_model_for(deployment)
     real = run.requests
     table = make_request_table(real["arrival_s"].to_numpy(), real["prompt_tokens"].to_numpy(),
                                real["output_tokens"].to_numpy(), run.name, source=run.name)

@@ -1,0 +1,109 @@
+"""aiconfigurator's vLLM kernel database: `data/<system>/<op>/vllm/<version>/*.parquet`.
+
+One measured vLLM version is taken per op: the requested one where it was measured, otherwise the
+newest measured (a `reuse.yaml` without parquet only points at another version's rows). Latencies
+are milliseconds in the source and microseconds in the tables.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from rllmsim.cost.kernels.tables import KernelTables
+from rllmsim.errors import ConfigError
+
+#: The MoE routing distribution taken from the database: a mild power law, since real routers are
+#: not perfectly balanced (aiconfigurator measures balanced, power_law_1.01 and power_law_1.2).
+MOE_DISTRIBUTION = "power_law_1.01"
+
+
+def _version_key(version: str) -> tuple[int, ...]:
+    parts = []
+    for piece in version.split("."):
+        digits = "".join(ch for ch in piece if ch.isdigit())
+        parts.append(int(digits) if digits else 0)
+    return tuple(parts)
+
+
+def _pick(op_dir: Path, filename: str, version: str) -> tuple[Path, str] | None:
+    """The parquet of `filename` under op_dir/<version>/, preferring `version`, else the newest."""
+    found = {p.parent.name: p for p in op_dir.glob(f"*/{filename}")}
+    if not found:
+        return None
+    chosen = version if version in found else max(found, key=_version_key)
+    return found[chosen], chosen
+
+
+def _column(frame: pd.DataFrame, name: str, default: object) -> pd.Series | object:
+    """A column the older databases lack (e.g. `window_size` before sliding-window rows)."""
+    return frame[name] if name in frame.columns else default
+
+
+def _ms_to_us(frame: pd.DataFrame) -> pd.Series:
+    return (frame["latency"].astype("float64") * 1000.0).astype("float32")
+
+
+def import_system(data_dir: Path, system: str, vllm_version: str = "0.19.0") -> KernelTables:
+    """Read one system (e.g. `h100_sxm`) of an aiconfigurator `systems/data` directory."""
+    root = Path(data_dir) / system
+    if not root.is_dir():
+        raise ConfigError(f"aiconfigurator data: no folder {root}; give the `systems/data` directory and a system name")
+    tables: dict[str, pd.DataFrame] = {}
+    versions: dict[str, str] = {}
+    device = ""
+
+    def read(op: str, sub: str, filename: str) -> pd.DataFrame | None:
+        nonlocal device
+        hit = _pick(root / op / sub, filename, vllm_version)
+        if hit is None:
+            return None
+        frame = pd.read_parquet(hit[0])
+        versions[filename.removesuffix(".parquet")] = hit[1]
+        device = device or str(frame["device"].iloc[0])
+        return frame
+
+    gemm = read("gemm", "vllm", "gemm_perf.parquet")
+    if gemm is not None:
+        tables["gemm"] = pd.DataFrame({"dtype": gemm["gemm_dtype"].astype(str), "m": gemm["m"], "n": gemm["n"],
+                                       "k": gemm["k"], "latency_us": _ms_to_us(gemm)})
+    ctx = read("attention", "vllm", "context_attention_perf.parquet")
+    if ctx is not None:
+        tables["context_attention"] = pd.DataFrame({
+            "batch": ctx["batch_size"], "isl": ctx["isl"], "heads": ctx["num_heads"],
+            "kv_heads": ctx["num_key_value_heads"], "head_dim": ctx["head_dim"],
+            "kv_dtype": ctx["kv_cache_dtype"].astype(str), "window": _column(ctx, "window_size", 0),
+            "latency_us": _ms_to_us(ctx)})
+    gen = read("attention", "vllm", "generation_attention_perf.parquet")
+    if gen is not None:
+        tables["generation_attention"] = pd.DataFrame({
+            "batch": gen["batch_size"], "context": gen["isl"] + gen["step"], "heads": gen["num_heads"],
+            "kv_heads": gen["num_key_value_heads"], "head_dim": gen["head_dim"],
+            "kv_dtype": gen["kv_cache_dtype"].astype(str), "window": _column(gen, "window_size", 0),
+            "latency_us": _ms_to_us(gen)})
+    comm = []
+    custom = read("comm", "vllm", "custom_allreduce_perf.parquet")
+    if custom is not None:
+        impl = custom["kernel_source"].map({"vLLM_custom_graph": "custom_graph", "vLLM_custom_eager": "custom_eager"})
+        comm.append(pd.DataFrame({"impl": impl, "num_gpus": custom["num_gpus"], "bytes": custom["message_size"],
+                                  "latency_us": _ms_to_us(custom)}))
+    nccl = read("comm", "nccl", "nccl_perf.parquet")
+    if nccl is not None:
+        nccl = nccl[(nccl["op_name"] == "all_reduce") & (nccl["nccl_dtype"] == "half")]
+        comm.append(pd.DataFrame({"impl": "nccl", "num_gpus": nccl["num_gpus"], "bytes": nccl["message_size"],
+                                  "latency_us": _ms_to_us(nccl)}))
+    if comm:
+        tables["allreduce"] = pd.concat(comm, ignore_index=True).dropna()
+    moe = read("moe", "vllm", "moe_perf.parquet")
+    if moe is not None:
+        moe = moe[moe["distribution"] == MOE_DISTRIBUTION]
+        tables["moe"] = pd.DataFrame({
+            "dtype": moe["moe_dtype"].astype(str), "tokens": moe["num_tokens"], "hidden": moe["hidden_size"],
+            "inter": moe["inter_size"], "topk": moe["topk"], "experts": moe["num_experts"],
+            "tp": moe["moe_tp_size"], "ep": moe["moe_ep_size"], "latency_us": _ms_to_us(moe)})
+    if not tables:
+        raise ConfigError(f"aiconfigurator data: {root} holds no vLLM gemm, attention, comm or moe tables")
+    meta = {"source": "aiconfigurator", "system": system, "device": device, "vllm_versions": versions,
+            "moe_distribution": MOE_DISTRIBUTION}
+    return KernelTables(tables=tables, meta=meta)

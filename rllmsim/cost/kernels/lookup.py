@@ -1,0 +1,155 @@
+"""Log-space interpolation over measured grids, with roofline extrapolation at the edges.
+
+Kernel times follow power laws over most of their range (a GEMM's time grows linearly with M once
+compute-bound, attention's with context once bandwidth-bound), so the lookups interpolate
+log(time) linearly in log(size): exact at every measured point, monotone between two of them,
+and exact for power laws. Beyond the largest measured size a kernel is taken to keep the
+efficiency it had at the edge, i.e. its time scales linearly with the size (the roofline at the
+edge's measured efficiency); below the smallest size the smallest time stands (a latency floor).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Curve:
+    """Time against one size axis, from measured points (sizes > 0, times > 0)."""
+
+    x: np.ndarray
+    y: np.ndarray
+
+    @classmethod
+    def from_points(cls, x: np.ndarray, y: np.ndarray) -> "Curve":
+        """Sort, average repeated sizes, and keep positive points only."""
+        x = np.asarray(x, dtype=np.float64)
+        y = np.asarray(y, dtype=np.float64)
+        keep = (x > 0) & (y > 0) & np.isfinite(x) & np.isfinite(y)
+        x, y = x[keep], y[keep]
+        if len(x) == 0:
+            raise ValueError("a curve needs at least one measured point")
+        order = np.argsort(x, kind="stable")
+        x, y = x[order], y[order]
+        unique, start = np.unique(x, return_index=True)
+        means = np.add.reduceat(y, start) / np.diff(np.append(start, len(x)))
+        return cls(unique, means)
+
+    @property
+    def x_max(self) -> float:
+        return float(self.x[-1])
+
+    def __call__(self, q: np.ndarray | float) -> np.ndarray:
+        """Times at sizes `q`: y_i * (y_i+1 / y_i) ** w with w the position in log(size), which
+        returns a measured time bit for bit at its own size."""
+        q = np.maximum(np.asarray(q, dtype=np.float64), self.x[0])
+        x, y = self.x, self.y
+        if len(x) == 1:
+            return y[0] * q / x[0]
+        i = np.clip(np.searchsorted(x, q, side="right") - 1, 0, len(x) - 2)
+        w = (np.log(q) - np.log(x[i])) / (np.log(x[i + 1]) - np.log(x[i]))
+        inside = y[i] * (y[i + 1] / y[i]) ** w
+        return np.where(q >= x[-1], y[-1] * (q / x[-1]), inside)
+
+    def outside(self, q: np.ndarray | float) -> np.ndarray:
+        """Where a query lies beyond the measured sizes (extrapolated, not interpolated)."""
+        return np.asarray(q, dtype=np.float64) > self.x[-1]
+
+
+@dataclass(frozen=True)
+class Grid:
+    """Time over two axes: one `Curve` per measured row value (rows may cover different extents,
+    as the decode-attention grids do, measured only up to a total token count)."""
+
+    rows: np.ndarray
+    curves: tuple[Curve, ...]
+
+    @classmethod
+    def from_points(cls, row: np.ndarray, col: np.ndarray, y: np.ndarray) -> "Grid":
+        row = np.asarray(row, dtype=np.float64)
+        values = np.unique(row[row > 0])
+        curves = tuple(Curve.from_points(np.asarray(col)[row == v], np.asarray(y)[row == v]) for v in values)
+        return cls(values, curves)
+
+    def bracket(self, r: float) -> tuple[int, int, float, float]:
+        """(lower row, upper row, log-weight of the upper, scale beyond the last row) for row value r."""
+        rows = self.rows
+        if r >= rows[-1] or len(rows) == 1:
+            return len(rows) - 1, len(rows) - 1, 0.0, max(r, rows[0]) / rows[-1] if r > rows[-1] else 1.0
+        if r <= rows[0]:
+            return 0, 0, 0.0, 1.0
+        j = int(np.searchsorted(rows, r, side="right"))
+        i = j - 1
+        w = (np.log(r) - np.log(rows[i])) / (np.log(rows[j]) - np.log(rows[i]))
+        return i, j, float(w), 1.0
+
+    def at_row(self, r: float, cols: np.ndarray | float) -> np.ndarray:
+        """Times at row value r for every column value in `cols`."""
+        i, j, w, scale = self.bracket(r)
+        low = self.curves[i](cols)
+        if j == i:
+            return low * scale
+        high = self.curves[j](cols)
+        return np.exp((1.0 - w) * np.log(low) + w * np.log(high))
+
+    def outside(self, r: float, cols: np.ndarray | float) -> np.ndarray:
+        i, j, _, _ = self.bracket(r)
+        beyond_rows = r > self.rows[-1]
+        return beyond_rows | self.curves[i].outside(cols) | self.curves[j].outside(cols)
+
+    def __call__(self, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+        """Times at (row, col) pairs, elementwise."""
+        rows = np.asarray(rows, dtype=np.float64)
+        cols = np.broadcast_to(np.asarray(cols, dtype=np.float64), rows.shape)
+        out = np.empty(rows.shape)
+        for value in np.unique(rows):
+            hit = rows == value
+            out[hit] = self.at_row(float(value), cols[hit])
+        return out
+
+
+class GemmGrid:
+    """GEMM times over (m, n, k) for one dtype, as a dense log-space cube built once per table.
+
+    `curve(n, k)` gives the time against M of one projection: bilinear in (log n, log k) at each
+    measured M, ignoring corners that were not measured, and scaled linearly in n and k beyond the
+    measured widths (the roofline at the edge's efficiency).
+    """
+
+    def __init__(self, m: np.ndarray, n: np.ndarray, k: np.ndarray, latency: np.ndarray) -> None:
+        self.ms, mi = np.unique(np.asarray(m, dtype=np.float64), return_inverse=True)
+        self.ns, ni = np.unique(np.asarray(n, dtype=np.float64), return_inverse=True)
+        self.ks, ki = np.unique(np.asarray(k, dtype=np.float64), return_inverse=True)
+        cube = np.full((len(self.ms), len(self.ns), len(self.ks)), np.nan)
+        cube[mi, ni, ki] = np.log(np.asarray(latency, dtype=np.float64))
+        self.log_cube = cube
+
+    @staticmethod
+    def _axis(values: np.ndarray, q: float) -> tuple[int, int, float, float]:
+        """(lower index, upper index, log-weight of upper, linear scale beyond the grid)."""
+        if q >= values[-1]:
+            return len(values) - 1, len(values) - 1, 0.0, q / values[-1]
+        if q <= values[0]:
+            return 0, 0, 0.0, 1.0
+        j = int(np.searchsorted(values, q, side="right"))
+        w = (np.log(q) - np.log(values[j - 1])) / (np.log(values[j]) - np.log(values[j - 1]))
+        return j - 1, j, float(w), 1.0
+
+    def curve(self, n: int, k: int) -> tuple[Curve, bool]:
+        """Time against M for this (n, k), and whether n or k lay beyond the measured widths."""
+        n0, n1, wn, sn = self._axis(self.ns, float(n))
+        k0, k1, wk, sk = self._axis(self.ks, float(k))
+        corners = [(n0, k0, (1 - wn) * (1 - wk)), (n0, k1, (1 - wn) * wk), (n1, k0, wn * (1 - wk)), (n1, k1, wn * wk)]
+        total = np.zeros(len(self.ms))
+        weight = np.zeros(len(self.ms))
+        for i, j, w in corners:
+            values = self.log_cube[:, i, j]
+            ok = np.isfinite(values)
+            total[ok] += w * values[ok]
+            weight[ok] += w
+        measured = weight > 0
+        log_time = total[measured] / weight[measured]
+        outside = float(n) > self.ns[-1] or float(k) > self.ks[-1]
+        return Curve.from_points(self.ms[measured], np.exp(log_time) * sn * sk), outside

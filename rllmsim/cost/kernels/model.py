@@ -1,0 +1,215 @@
+"""The op-level step-time model: a step is the sum of its ops' measured times, plus host time.
+
+A step of T tokens over S sequences costs, on the GPU,
+  sum over layers of its projections (or fused MoE), elementwise kernels and TP all-reduces at T
+  + lm_head and sampler at S
+  + prefill attention (chunk x context) + decode attention (sequences x context per sequence),
+each looked up in the GPU's kernel tables (`sources.py`), and on the host the scheduling and
+input/output work of `host.py`; async scheduling overlaps the two. Everything that depends only on
+T or S is tabulated once per deployment for every T and S the engine limits allow, so a step
+costs a few array lookups; decode runs (fast-forward) reuse one attention row per batch size.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import numpy as np
+
+from rllmsim.cost.features import StepFeatures
+from rllmsim.cost.kernels import sources
+from rllmsim.cost.kernels.host import HostParams, combine
+from rllmsim.cost.kernels.lookup import Curve
+from rllmsim.cost.kernels.ops import (CUSTOM_ALLREDUCE_MAX_BYTES, KERNELS_PER_LAYER, MAX_CAPTURE_SIZE,
+                                      capture_sizes, gemm_dtype, layer_shapes)
+from rllmsim.cost.kernels.tables import KernelTables
+from rllmsim.deployment import Deployment
+from rllmsim.errors import ConfigError
+
+US = 1e-6
+
+
+class KernelCostModel:
+    """Step time of one replica of `deployment` from its GPU's measured kernel tables."""
+
+    def __init__(self, deployment: Deployment, tables: KernelTables, host: HostParams | None = None,
+                 tables_label: str = "shipped") -> None:
+        self.deployment = d = deployment
+        self.tables = tables
+        self.tables_label = tables_label
+        self.host = host or HostParams()
+        self.shapes = shapes = layer_shapes(d)
+        spec_tokens = 1 + d.num_speculative_tokens
+        self._max_tokens = max(d.max_num_batched_tokens, d.max_num_seqs * spec_tokens) + 1
+        self._max_seqs = d.max_num_seqs + 1
+        tokens = np.arange(self._max_tokens, dtype=np.int64)
+        seqs = np.arange(self._max_seqs, dtype=np.int64)
+        kv_dtype = "fp8" if d.kv_cache_dtype.startswith("fp8") else "bfloat16"
+        profile = tables.profile_for(d.model.hf_id, d.tp) if d.quantization is None and kv_dtype == "bfloat16" else None
+        if profile is not None:
+            self.ops = sources.from_layer_profile(profile, shapes, tokens, seqs)
+        else:
+            self.ops = sources.from_database(tables, shapes, gemm_dtype(d), kv_dtype, d.model.vocab_size,
+                                             d.gpu.hbm_bandwidth_gbps, tokens, seqs)
+        if d.model.num_moe_layers and "moe" not in self.ops.token_ops:
+            self._add_moe(tokens)
+        self._graphed = (~np.bool_(d.enforce_eager)) & (tokens <= MAX_CAPTURE_SIZE)
+        padded = self._padded_tokens(tokens)
+        self._add_allreduce(tokens, padded)
+        token_us = sum(self.ops.token_ops.values())
+        outside_us = sum(np.where(self.ops.token_outside[k], v, 0.0) for k, v in self.ops.token_ops.items())
+        # a graphed step runs at its padded size; an eager one no faster than the CPU launches it
+        launch_us = np.where(self._graphed, 0.0, shapes.layers * KERNELS_PER_LAYER * self.host.launch_s / US)
+        self._token_s = np.maximum(token_us[padded], launch_us) * US
+        self._token_outside_s = outside_us[padded] * US
+        self._seq_s = sum(self.ops.seq_ops.values()) * US
+        self._seq_outside_s = sum(np.where(self.ops.seq_outside[k], v, 0.0) for k, v in self.ops.seq_ops.items()) * US
+        self._layers = shapes.layers
+        self._decode_rows: dict[int, tuple[Curve, Curve, float, float]] = {}
+        self.seconds_total = 0.0
+        self.seconds_outside = 0.0
+
+    # -- construction ---------------------------------------------------------------------------
+    def _padded_tokens(self, tokens: np.ndarray) -> np.ndarray:
+        sizes = np.array(capture_sizes(), dtype=np.int64)
+        index = np.minimum(np.searchsorted(sizes, tokens), len(sizes) - 1)
+        return np.where(self._graphed & (tokens > 0), np.maximum(sizes[index], tokens), tokens)
+
+    def _add_moe(self, tokens: np.ndarray) -> None:
+        d, m = self.deployment, self.deployment.model
+        args = (gemm_dtype(d), m.hidden_size, m.moe_intermediate_size, m.num_experts_per_tok, m.num_experts, d.tp)
+        found = sources.moe_from_database(self.tables, *args, tokens)
+        if found is None:
+            found = sources.routed_experts_from_gemms(self.tables, args[0], self.shapes, *args[1:], tokens)
+            self.ops.sources["moe"] = "GEMM tables per touched expert"
+        else:
+            self.ops.sources["moe"] = "fused MoE table"
+        self.ops.token_ops["moe"] = m.num_moe_layers * found[0]
+        self.ops.token_outside["moe"] = found[1]
+
+    def _add_allreduce(self, tokens: np.ndarray, padded: np.ndarray) -> None:
+        d = self.deployment
+        if d.tp == 1:
+            return
+        message = padded * self.shapes.allreduce_bytes_per_token
+        nccl = sources.allreduce_curve(self.tables, "nccl", d.tp)
+        pcie = d.gpu.interconnect.startswith("pcie")
+        custom_graph = custom_eager = None
+        if not pcie and not d.disable_custom_all_reduce:
+            custom_graph = sources.allreduce_curve(self.tables, "custom_graph", d.tp)
+            custom_eager = sources.allreduce_curve(self.tables, "custom_eager", d.tp)
+        if nccl is None and custom_graph is None:
+            raise ConfigError(f"kernel tables of {d.gpu.name} have no all-reduce rows for {d.tp} GPUs; "
+                              "use --cost-model roofline")
+        fallback = nccl or custom_graph
+        time = fallback(message)
+        outside = fallback.outside(message)
+        if custom_graph is not None and custom_eager is not None:
+            custom = np.where(self._graphed, custom_graph(message), custom_eager(message))
+            small = message <= CUSTOM_ALLREDUCE_MAX_BYTES
+            time = np.where(small, custom, time)
+            outside = np.where(small, custom_graph.outside(message), outside)
+            self.ops.sources["allreduce"] = "vLLM custom all-reduce (NCCL above 8 MiB)"
+        else:
+            self.ops.sources["allreduce"] = "NCCL"
+        calls = 2 * self.shapes.layers
+        self.ops.token_ops["allreduce"] = calls * time * (tokens > 0)
+        self.ops.token_outside["allreduce"] = outside
+
+    # -- step time ------------------------------------------------------------------------------
+    def _tokens_index(self, tokens: np.ndarray) -> np.ndarray:
+        return np.minimum(tokens, self._max_tokens - 1)
+
+    def _linear_s(self, tokens: np.ndarray, seqs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        t = self._tokens_index(tokens)
+        s = np.minimum(seqs, self._max_seqs - 1)
+        scale = np.where(tokens > t, tokens / np.maximum(t, 1), 1.0)
+        return self._token_s[t] * scale + self._seq_s[s], self._token_outside_s[t] * scale + self._seq_outside_s[s]
+
+    def _decode_attention_s(self, seqs: int, contexts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Decode attention of `seqs` sequences at these per-sequence contexts, all layers."""
+        grid = self.ops.decode_attention
+        us = grid.at_row(float(seqs), contexts)
+        outside = grid.outside(float(seqs), contexts) | (not self.ops.attention_exact_shape)
+        seconds = us * (self._layers * US)
+        return seconds, np.where(outside, seconds, 0.0)
+
+    def _prefill_attention_s(self, tokens: np.ndarray, pairs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Prefill attention, all chunks of a step taken as one chunk with the same query-key
+        pairs: exact for one chunk, the usual case under a token budget."""
+        chunk = np.maximum(tokens, 1).astype(np.float64)
+        before = np.maximum(pairs / chunk - (chunk + 1) / 2, 0.0)
+        grid = self.ops.prefill_attention
+        us = grid(chunk, chunk + before)
+        outside = grid.outside(float(chunk.max()), chunk + before) | (not self.ops.attention_exact_shape)
+        seconds = np.where(tokens > 0, us * (self._layers * US), 0.0)
+        return seconds, np.where(outside, seconds, 0.0)
+
+    def step_time(self, features: StepFeatures) -> np.ndarray:
+        f = features
+        d = self.deployment
+        seqs = f.prefill_seqs + f.decode_seqs
+        tokens = f.prefill_tokens + f.decode_tokens
+        gpu, outside = self._linear_s(tokens, seqs)
+        if f.decode_batch is not None:
+            batch = f.decode_batch[0]
+            contexts = f.decode_kv_tokens / batch
+            attention, attention_outside = self._decode_attention_s(batch, contexts)
+        else:
+            attention = np.zeros(len(f))
+            attention_outside = np.zeros(len(f))
+            for i in np.flatnonzero(f.decode_seqs):
+                n = int(f.decode_seqs[i])
+                a, o = self._decode_attention_s(n, np.array([f.decode_kv_tokens[i] / n]))
+                attention[i], attention_outside[i] = a[0], o[0]
+            if f.prefill_tokens.any():
+                a, o = self._prefill_attention_s(f.prefill_tokens, f.prefill_attn_pairs)
+                attention += a
+                attention_outside += o
+        gpu = gpu + attention
+        seconds = combine(gpu, self.host.seconds(seqs, tokens), d.async_scheduling, self.host.serial_s)
+        self.seconds_total += float(gpu.sum())
+        self.seconds_outside += float(outside.sum() + attention_outside.sum())
+        return seconds
+
+    # -- reporting ------------------------------------------------------------------------------
+    def breakdown(self, prefill_tokens: int, prefill_context: int, decode_seqs: int, decode_context: int) -> dict[str, float]:
+        """Seconds per op of one step (for the docs' time-share figures): one prefill chunk of
+        `prefill_tokens` after `prefill_context` cached tokens plus `decode_seqs` decodes."""
+        tokens = prefill_tokens + decode_seqs
+        seqs = decode_seqs + (1 if prefill_tokens else 0)
+        t = min(tokens, self._max_tokens - 1)
+        padded = int(self._padded_tokens(np.array([t]))[0])
+        out = {name: float(v[padded]) * US for name, v in self.ops.token_ops.items()}
+        out.update({name: float(v[min(seqs, self._max_seqs - 1)]) * US for name, v in self.ops.seq_ops.items()})
+        if decode_seqs:
+            out["decode_attention"] = float(self._decode_attention_s(decode_seqs, np.array([decode_context]))[0][0])
+        if prefill_tokens:
+            pairs = prefill_tokens * prefill_context + prefill_tokens * (prefill_tokens + 1) // 2
+            out["prefill_attention"] = float(self._prefill_attention_s(np.array([prefill_tokens]), np.array([pairs]))[0][0])
+        out["host"] = float(self.host.seconds(seqs, tokens))
+        return out
+
+    def extrapolated_share(self) -> float:
+        return self.seconds_outside / self.seconds_total if self.seconds_total else 0.0
+
+    def provenance(self) -> dict[str, Any]:
+        d = self.deployment
+        meta = self.tables.meta
+        return {
+            "kind": "kernels",
+            "model": d.model.name,
+            "gpu": d.gpu.name,
+            "tp": d.tp,
+            "quantization": d.quantization,
+            "kv_cache_dtype": d.kv_cache_dtype,
+            "tables": {"location": self.tables_label, "device": meta.get("device"), "sources": meta.get("sources"),
+                       "vllm_versions": meta.get("vllm_versions")},
+            "ops": dict(self.ops.sources),
+            "attention_shape_measured": self.ops.attention_exact_shape,
+            "async_scheduling": d.async_scheduling,
+            "enforce_eager": d.enforce_eager,
+            "host": dataclasses.asdict(self.host),
+            "extrapolated_share": round(self.extrapolated_share(), 4),
+        }

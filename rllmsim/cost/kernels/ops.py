@@ -1,0 +1,90 @@
+"""What one decoder layer of a deployment runs, per GPU: its GEMM shapes, attention shape,
+all-reduce messages and elementwise traffic. Everything here is shape arithmetic from the model
+config and the TP degree; the times come from the tables (`model.py`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from rllmsim.deployment import Deployment
+
+#: vLLM's default CUDA-graph capture sizes: 1, 2, 4, then every 8 to 256, then every 16 (up to
+#: the largest size, 512 by default). A graphed step is padded up to the next size.
+MAX_CAPTURE_SIZE = 512
+#: vLLM's custom all-reduce handles messages up to this size; larger ones go to NCCL.
+CUSTOM_ALLREDUCE_MAX_BYTES = 8 * 1024 * 1024
+#: Kernels launched per decoder layer (norms, projections, rotary, attention, activation,
+#: all-reduces): what an eager step must launch from the CPU.
+KERNELS_PER_LAYER = 12
+ACTIVATION_BYTES = 2  # bf16 activations between layers
+
+
+def capture_sizes(max_size: int = MAX_CAPTURE_SIZE) -> list[int]:
+    sizes = [1, 2, 4] + list(range(8, 256, 8)) + list(range(256, max_size + 1, 16))
+    return [s for s in sizes if s <= max_size]
+
+
+@dataclass(frozen=True)
+class Gemm:
+    """One projection: per-GPU output width n, input width k, and how many layers run it."""
+
+    name: str
+    n: int
+    k: int
+    layers: int
+
+
+@dataclass(frozen=True)
+class LayerShapes:
+    gemms: tuple[Gemm, ...]
+    lm_head: Gemm
+    heads: int
+    kv_heads: int
+    head_dim: int
+    layers: int
+    moe_layers: int
+    allreduce_bytes_per_token: int
+    elementwise_bytes_per_token: float  # per layer
+    elementwise_kernels: int  # per layer
+
+
+def gemm_dtype(deployment: Deployment) -> str:
+    """The kernel-table GEMM dtype vLLM runs for a quantization method."""
+    method = deployment.quantization
+    if method is None:
+        return "bfloat16"
+    return {"fp8": "fp8", "fp8_block": "fp8_block", "nvfp4": "nvfp4"}.get(method, method)
+
+
+def layer_shapes(deployment: Deployment) -> LayerShapes:
+    m, tp = deployment.model, deployment.tp
+    kv_heads = max(1, m.num_kv_heads // tp)
+    heads = m.num_attention_heads // tp
+    h = m.hidden_size
+    gemms = [
+        Gemm("qkv_proj", (heads + 2 * kv_heads) * m.head_dim, h, m.num_layers),
+        Gemm("o_proj", h, heads * m.head_dim, m.num_layers),
+    ]
+    if m.num_dense_layers:
+        gemms += [Gemm("gate_up_proj", 2 * m.intermediate_size // tp, h, m.num_dense_layers),
+                  Gemm("down_proj", h, m.intermediate_size // tp, m.num_dense_layers)]
+    if m.num_moe_layers and m.shared_expert_intermediate_size:
+        width = m.shared_expert_intermediate_size // tp
+        gemms += [Gemm("shared_gate_up_proj", 2 * width, h, m.num_moe_layers),
+                  Gemm("shared_down_proj", h, width, m.num_moe_layers)]
+    widest = max(m.intermediate_size if m.num_dense_layers else 0, m.moe_intermediate_size * max(1, m.num_experts_per_tok))
+    # two fused residual-add RMSNorms (read x and residual, write both), activation (read 2w,
+    # write w), rotary on q and k (read and write), q/k norms where the model has them
+    per_token = 8 * h + 3 * widest / tp + 2 * (heads + kv_heads) * m.head_dim * (2 if m.qk_norm else 1)
+    return LayerShapes(
+        gemms=tuple(gemms),
+        lm_head=Gemm("lm_head", m.vocab_size // tp, h, 1),
+        heads=heads,
+        kv_heads=kv_heads,
+        head_dim=m.head_dim,
+        layers=m.num_layers,
+        moe_layers=m.num_moe_layers,
+        allreduce_bytes_per_token=h * ACTIVATION_BYTES,
+        elementwise_bytes_per_token=per_token * ACTIVATION_BYTES,
+        elementwise_kernels=5 if m.qk_norm else 4,
+    )

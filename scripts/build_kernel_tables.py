@@ -1,0 +1,82 @@
+"""Build the kernel tables shipped in `rllmsim/data/kernels/` from `../shared/kernels`.
+
+    python scripts/build_kernel_tables.py [--shared ../shared/kernels] [--vllm-version 0.19.0]
+
+One vLLM version per op and GPU (the requested one where measured, else the newest), so what
+ships stays small. Each GPU folder gets the tables, `tables.json` with the provenance of every
+table, and the licence of each source. Re-running it reproduces the shipped files.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from rllmsim.cost.kernels.importers import aiconfigurator, llmservingsim  # noqa: E402
+from rllmsim.cost.kernels.tables import KernelTables  # noqa: E402
+from rllmsim.errors import ConfigError  # noqa: E402
+from rllmsim.specs import load_gpu  # noqa: E402
+
+AICONFIGURATOR = {"repository": "ai-dynamo/aiconfigurator", "commit": "095f58a51c4c", "licence": "Apache-2.0",
+                  "path": "aic-core/src/aiconfigurator_core/systems/data"}
+LLMSERVINGSIM = {"repository": "casys-kaist/LLMServingSim", "commit": "5daddb21a545", "licence": "MIT",
+                 "path": "profiler/perf"}
+#: aiconfigurator system -> the system's GPU (resolved through the catalog's aliases)
+SYSTEMS = ("a100_sxm", "h100_sxm", "h200_sxm", "b200_sxm", "b300_sxm", "gb200", "gb300", "l40s",
+           "rtx_pro_6000_server", "b60")
+LAYER_GPUS = ("RTXPRO6000", "RTX4090")
+
+
+def build(shared: Path, out: Path, vllm_version: str) -> list[str]:
+    built: dict[str, KernelTables] = {}
+    licences: dict[str, list[Path]] = {}
+    for system in SYSTEMS:
+        if not (shared / "aiconfigurator-vllm" / "data" / system).is_dir():
+            continue
+        try:
+            gpu = load_gpu(system).name
+        except ConfigError:
+            print(f"skipped {system}: no catalog GPU resolves it (add it to rllmsim/specs/gpus.toml)")
+            continue
+        tables = aiconfigurator.import_system(shared / "aiconfigurator-vllm" / "data", system, vllm_version)
+        tables.meta["sources"] = [dict(AICONFIGURATOR, system=system)]
+        built[gpu] = tables
+        licences.setdefault(gpu, []).append(shared / "aiconfigurator-vllm" / "LICENSE")
+    for folder in LAYER_GPUS:
+        gpu_dir = shared / "llmservingsim-vllm0.19" / folder
+        if not gpu_dir.is_dir():
+            continue
+        layers = llmservingsim.as_tables(gpu_dir)
+        gpu = load_gpu(folder).name
+        if gpu in built:
+            built[gpu].layer_profiles.extend(layers.layer_profiles)
+            built[gpu].meta["sources"].append(dict(LLMSERVINGSIM, gpu=folder))
+        else:
+            layers.meta["sources"] = [dict(LLMSERVINGSIM, gpu=folder)]
+            built[gpu] = layers
+        licences.setdefault(gpu, []).append(shared / "llmservingsim-vllm0.19" / "LICENSE")
+    for gpu, tables in built.items():
+        tables.save(out / gpu)
+        for licence in licences[gpu]:
+            shutil.copyfile(licence, out / gpu / f"LICENSE-{licence.parent.name}")
+    return sorted(built)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    root = Path(__file__).resolve().parents[1]
+    parser.add_argument("--shared", type=Path, default=root.parent / "shared" / "kernels")
+    parser.add_argument("--out", type=Path, default=root / "rllmsim" / "data" / "kernels")
+    parser.add_argument("--vllm-version", default="0.19.0")
+    args = parser.parse_args()
+    for gpu in build(args.shared, args.out, args.vllm_version):
+        size = sum(p.stat().st_size for p in (args.out / gpu).rglob("*") if p.is_file())
+        print(f"{gpu}: {size / 1e6:.2f} MB")
+
+
+if __name__ == "__main__":
+    main()
