@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 
 import numpy as np
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -23,10 +24,10 @@ def scenarios(draw):
     max_model_len = draw(st.integers(8, 256))
     min_blocks = -(-max_model_len // block_size)
     chunked = draw(st.booleans())
-    knobs = {}
+    knobs = {"scheduler_reserve_full_isl": draw(st.booleans())}  # vLLM's admission gate on or off
     if draw(st.booleans()):
-        knobs = {"speculative_method": "ngram", "num_speculative_tokens": draw(st.integers(1, 5)),
-                 "spec_acceptance_rate": draw(st.floats(0.0, 1.0))}
+        knobs.update(speculative_method="ngram", num_speculative_tokens=draw(st.integers(1, 5)),
+                     spec_acceptance_rate=draw(st.floats(0.0, 1.0)))
     budget = draw(st.integers(8, 300)) if chunked else draw(st.integers(max_model_len, 400))
     deployment = small_deployment(
         blocks=draw(st.integers(min_blocks, 4 * min_blocks)), block_size=block_size,
@@ -96,7 +97,8 @@ def test_fast_forward_equals_step_by_step(scenario, roofline):
         assert (fast[column] == slow[column]).all(), column
 
 
-def test_fast_forward_equals_step_by_step_with_contended_prefix_cache():
+@pytest.mark.parametrize("gate", [True, False])
+def test_fast_forward_equals_step_by_step_with_contended_prefix_cache(gate):
     """Tiny pools where decode steps evict cached prefixes that waiting requests wanted: the case
     in which admission is not monotone and a run must not skip over the waiting head."""
     for seed in range(300):
@@ -109,7 +111,7 @@ def test_fast_forward_equals_step_by_step_with_contended_prefix_cache():
                                    prefix_group=groups, prefix_tokens=np.where(groups >= 0, shared, 0))
         deployment = small_deployment(blocks=int(rng.integers(10, 20)), block_size=8,
                                       max_num_seqs=int(rng.integers(1, 4)), budget=int(rng.integers(8, 40)),
-                                      max_model_len=74, enable_prefix_caching=True)
+                                      max_model_len=74, enable_prefix_caching=True, scheduler_reserve_full_isl=gate)
         fast = run_simulation(deployment, table, cost_model=LinearCostModel()).requests
         slow = run_simulation(deployment, table, cost_model=LinearCostModel(), fast_forward=False).requests
         for column in TIME_COLUMNS:

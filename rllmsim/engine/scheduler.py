@@ -7,7 +7,9 @@ speculative decoding), a prefilling one takes as much of its remaining prompt as
 block, the most recently admitted running request is preempted (its blocks freed, its progress
 recomputed later) until the block fits or the request itself was the one preempted. Only in a step
 without preemptions are waiting requests admitted, first come first served, while
-`max_num_seqs`, the budget and the free blocks allow.
+`max_num_seqs`, the budget and the free blocks allow. With `scheduler_reserve_full_isl` (on by
+default, as in vLLM 0.19) a waiting or preempted request is admitted only when the free blocks
+hold its whole sequence, not just its first chunk; the first request that fails stops admission.
 
 Blocks are allocated when a step is scheduled, tokens are emitted when it ends: a prefilling
 sequence whose computed tokens reach its known tokens samples one token; a decoding sequence emits
@@ -46,6 +48,10 @@ class SchedulerConfig:
     enable_chunked_prefill: bool = True
     num_speculative_tokens: int = 0
     enable_prefix_caching: bool = False
+    #: vLLM's admission gate: a waiting (or preempted) request joins only if the free blocks hold
+    #: all its known tokens (prompt, plus output so far when resumed) beyond its prefix-cache hit;
+    #: off, only the blocks of the chunk it is scheduled are checked.
+    scheduler_reserve_full_isl: bool = True
 
 
 @dataclass
@@ -222,7 +228,8 @@ class Scheduler:
         They follow when every running sequence decodes after `plan` (each completes its known
         tokens in it), the budget covers them all, and no waiting request can join: the queue is
         empty, or `plan` was itself pure decode, in which case what kept the waiting head out
-        (budget, sequences, blocks) can only tighten until the batch changes — unless the head
+        (budget, sequences, the blocks of its chunk or, under `scheduler_reserve_full_isl`, of its
+        whole sequence) can only tighten until the batch changes — unless the head
         would reuse an unreferenced cached prefix, which it must pull out of the free pool: a
         decode step can evict that prefix and make the head cheaper to admit.
         """
@@ -351,8 +358,14 @@ class Scheduler:
     def _admit(self, budget: int, now: float) -> list[tuple[int, int, bool]]:
         """Admit waiting requests in order while sequences, budget and blocks allow. Returns, for
         each, the tokens it is scheduled, the cached context before them, and whether that is a
-        decode (a preempted request whose cached blocks cover all but its last token)."""
+        decode (a preempted request whose cached blocks cover all but its last token).
+
+        The blocks checked are those of the scheduled chunk, or under `scheduler_reserve_full_isl`
+        those of the whole sequence (vLLM's `can_fit_full_sequence`): in both, blocks of the
+        prefix-cache hit are not needed again, but an unreferenced cached prefix counts, since
+        referencing it takes it out of the free pool. A request that fails waits at the head."""
         batch, pool, ledger, cfg = self.running, self.pool, self.ledger, self.config
+        full_isl = cfg.scheduler_reserve_full_isl
         joined: list[tuple[int, int, bool]] = []
         while self.waiting and len(batch) < cfg.max_num_seqs and budget > 0:
             rid = self.waiting[0]
@@ -364,7 +377,8 @@ class Scheduler:
                 break
             take = min(tokens - hit, budget)
             need = pool.blocks_for(hit + take) - hit_blocks
-            if need + (pool.reference_cost(group) if hit_blocks else 0) > pool.free:
+            reserve = pool.blocks_for(tokens) - hit_blocks if full_isl else need
+            if reserve + (pool.reference_cost(group) if hit_blocks else 0) > pool.free:
                 break
             if hit_blocks:
                 pool.reference(group)
