@@ -21,6 +21,7 @@ SUBCOMMANDS: tuple[str, ...] = (
     "report",
     "validate",
     "compare",
+    "kernels",
 )
 
 

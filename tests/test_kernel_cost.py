@@ -210,3 +210,23 @@ def test_llmservingsim_importer_reads_a_layer_profile(tmp_path) -> None:
     again = KernelTables.load(tmp_path / "out").profile_for("meta-llama/llama-3.1-8b", 2)
     assert again is not None and again.tables["linear"]["latency_us"].tolist() == [20.0, 25.0]
 
+
+
+def test_mixed_grid_is_exact_at_measured_points_and_replaces_the_sum_where_measured() -> None:
+    from rllmsim.cost.kernels.lookup import MixedGrid
+
+    chunk, ctx, seqs, kv = (np.array(v, dtype=float) for v in np.meshgrid([16, 256], [16, 4096], [1, 64], [16, 4096],
+                                                                           indexing="ij"))
+    latency = 10.0 + chunk * ctx / 1e4 + seqs * kv / 1e3
+    grid = MixedGrid(chunk.ravel(), ctx.ravel(), seqs.ravel(), kv.ravel(), latency.ravel())
+    us, outside = grid(256.0, 4096.0, 64.0, 4096.0)
+    assert us == pytest.approx(10.0 + 256 * 4096 / 1e4 + 64 * 4096 / 1e3) and not outside
+    low, _ = grid(16.0, 4096.0, 64.0, 4096.0)
+    mid, _ = grid(64.0, 4096.0, 64.0, 4096.0)
+    assert low < mid < us
+    # the shipped layer profile measured mixed calls: a step with a chunk and 127 decodes uses them
+    cost = cost_model_for(_deployment("llama-3.1-8b", "rtx-pro-6000", max_num_seqs=128, max_num_batched_tokens=2048),
+                          "kernels")
+    parts = cost.breakdown(prefill_tokens=1024, prefill_context=0, decode_seqs=127, decode_context=1100)
+    apart = cost.breakdown(0, 0, 127, 1100)["decode_attention"] + cost.breakdown(1024, 0, 0, 0)["prefill_attention"]
+    assert "mixed_attention" in parts and parts["mixed_attention"] > apart

@@ -37,7 +37,7 @@ workload:
   dataset: math-500
   max_tokens: 4096
   num_requests: 40
-slos: {ttft_p99: 2s, tpot_p99: 5ms}
+slos: {ttft_p99: 2s, tpot_p99: 4ms}
 """
 
 #: 4 runs, one of which cannot run (a 70B model does not fit one L4).

@@ -153,3 +153,52 @@ class GemmGrid:
         log_time = total[measured] / weight[measured]
         outside = float(n) > self.ns[-1] or float(k) > self.ks[-1]
         return Curve.from_points(self.ms[measured], np.exp(log_time) * sn * sk), outside
+
+
+class MixedGrid:
+    """Attention of a step that mixes one prefill chunk with decodes, measured as one kernel call:
+    a `Grid` over (context after the chunk, decode context) for every measured (chunk, decoding
+    sequences), interpolated in log space between the four around a query. Mixed calls cost more
+    than their parts measured apart (varlen attention does not split the decodes' KV), so where
+    this was measured it replaces the sum."""
+
+    def __init__(self, chunk: np.ndarray, context: np.ndarray, seqs: np.ndarray, decode_context: np.ndarray,
+                 latency: np.ndarray) -> None:
+        chunk, seqs = np.asarray(chunk, dtype=np.float64), np.asarray(seqs, dtype=np.float64)
+        self.chunks = np.unique(chunk)
+        self.seqs = np.unique(seqs)
+        self.grids: dict[tuple[float, float], Grid] = {}
+        for c in self.chunks:
+            for n in self.seqs:
+                hit = (chunk == c) & (seqs == n)
+                if hit.any():
+                    self.grids[(c, n)] = Grid.from_points(np.asarray(context)[hit], np.asarray(decode_context)[hit],
+                                                          np.asarray(latency)[hit])
+
+    @staticmethod
+    def _axis(values: np.ndarray, q: float) -> tuple[float, float, float, float]:
+        if q >= values[-1]:
+            return values[-1], values[-1], 0.0, q / values[-1]
+        if q <= values[0]:
+            return values[0], values[0], 0.0, 1.0
+        j = int(np.searchsorted(values, q, side="right"))
+        w = (np.log(q) - np.log(values[j - 1])) / (np.log(values[j]) - np.log(values[j - 1]))
+        return values[j - 1], values[j], float(w), 1.0
+
+    def __call__(self, chunk: float, context: float, seqs: float, decode_context: float) -> tuple[float, bool]:
+        """Microseconds of one mixed call, and whether it lay beyond the measured grid."""
+        c0, c1, wc, sc = self._axis(self.chunks, chunk)
+        n0, n1, wn, sn = self._axis(self.seqs, seqs)
+        total = weight = 0.0
+        outside = sc > 1.0 or sn > 1.0
+        for c, n, w in ((c0, n0, (1 - wc) * (1 - wn)), (c0, n1, (1 - wc) * wn), (c1, n0, wc * (1 - wn)),
+                        (c1, n1, wc * wn)):
+            grid = self.grids.get((c, n))
+            if grid is None or w == 0.0:
+                continue
+            total += w * float(np.log(grid.at_row(context, decode_context)))
+            weight += w
+            outside = outside or bool(grid.outside(context, decode_context))
+        if weight == 0.0:
+            return float("nan"), True
+        return float(np.exp(total / weight)) * sc * sn, outside

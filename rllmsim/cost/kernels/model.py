@@ -146,6 +146,40 @@ class KernelCostModel:
         seconds = np.where(tokens > 0, us * (self._layers * US), 0.0)
         return seconds, np.where(outside, seconds, 0.0)
 
+    def _mixed_attention_s(self, tokens: int, pairs: int, seqs: int, decode_kv: int) -> tuple[float, float] | None:
+        """A step's prefill chunk and decodes as one measured call, where the tables have it."""
+        grid = self.ops.mixed_attention
+        if grid is None:
+            return None
+        before = max(pairs / tokens - (tokens + 1) / 2, 0.0)
+        us, outside = grid(float(tokens), tokens + before, float(seqs), decode_kv / seqs)
+        if not np.isfinite(us):
+            return None
+        seconds = us * self._layers * US
+        return seconds, seconds if outside else 0.0
+
+    def _general_attention_s(self, f: StepFeatures) -> tuple[np.ndarray, np.ndarray]:
+        attention = np.zeros(len(f))
+        attention_outside = np.zeros(len(f))
+        mixed_done = np.zeros(len(f), dtype=bool)
+        for i in np.flatnonzero(f.decode_seqs):
+            n = int(f.decode_seqs[i])
+            if f.prefill_tokens[i]:
+                mixed = self._mixed_attention_s(int(f.prefill_tokens[i]), int(f.prefill_attn_pairs[i]), n,
+                                                int(f.decode_kv_tokens[i]))
+                if mixed is not None:
+                    attention[i], attention_outside[i] = mixed
+                    mixed_done[i] = True
+                    continue
+            a, o = self._decode_attention_s(n, np.array([f.decode_kv_tokens[i] / n]))
+            attention[i], attention_outside[i] = a[0], o[0]
+        prefill = f.prefill_tokens * ~mixed_done
+        if prefill.any():
+            a, o = self._prefill_attention_s(prefill, f.prefill_attn_pairs)
+            attention += a
+            attention_outside += o
+        return attention, attention_outside
+
     def step_time(self, features: StepFeatures) -> np.ndarray:
         f = features
         d = self.deployment
@@ -157,16 +191,7 @@ class KernelCostModel:
             contexts = f.decode_kv_tokens / batch
             attention, attention_outside = self._decode_attention_s(batch, contexts)
         else:
-            attention = np.zeros(len(f))
-            attention_outside = np.zeros(len(f))
-            for i in np.flatnonzero(f.decode_seqs):
-                n = int(f.decode_seqs[i])
-                a, o = self._decode_attention_s(n, np.array([f.decode_kv_tokens[i] / n]))
-                attention[i], attention_outside[i] = a[0], o[0]
-            if f.prefill_tokens.any():
-                a, o = self._prefill_attention_s(f.prefill_tokens, f.prefill_attn_pairs)
-                attention += a
-                attention_outside += o
+            attention, attention_outside = self._general_attention_s(f)
         gpu = gpu + attention
         seconds = combine(gpu, self.host.seconds(seqs, tokens), d.async_scheduling, self.host.serial_s)
         self.seconds_total += float(gpu.sum())
@@ -183,10 +208,14 @@ class KernelCostModel:
         padded = int(self._padded_tokens(np.array([t]))[0])
         out = {name: float(v[padded]) * US for name, v in self.ops.token_ops.items()}
         out.update({name: float(v[min(seqs, self._max_seqs - 1)]) * US for name, v in self.ops.seq_ops.items()})
-        if decode_seqs:
+        pairs = prefill_tokens * prefill_context + prefill_tokens * (prefill_tokens + 1) // 2
+        mixed = (self._mixed_attention_s(prefill_tokens, pairs, decode_seqs, decode_seqs * decode_context)
+                 if prefill_tokens and decode_seqs else None)
+        if mixed is not None:
+            out["mixed_attention"] = mixed[0]
+        elif decode_seqs:
             out["decode_attention"] = float(self._decode_attention_s(decode_seqs, np.array([decode_context]))[0][0])
-        if prefill_tokens:
-            pairs = prefill_tokens * prefill_context + prefill_tokens * (prefill_tokens + 1) // 2
+        if prefill_tokens and mixed is None:
             out["prefill_attention"] = float(self._prefill_attention_s(np.array([prefill_tokens]), np.array([pairs]))[0][0])
         out["host"] = float(self.host.seconds(seqs, tokens))
         return out

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from rllmsim.cost.kernels.lookup import Curve, Grid
+from rllmsim.cost.kernels.lookup import Curve, Grid, MixedGrid
 from rllmsim.cost.kernels.ops import LayerShapes
 from rllmsim.cost.kernels.tables import KernelTables, LayerProfile
 from rllmsim.errors import ConfigError
@@ -41,6 +41,7 @@ class OpTimes:
     seq_outside: dict[str, np.ndarray] = field(default_factory=dict)
     decode_attention: Grid | None = None  # rows: decoding sequences, cols: context per sequence
     prefill_attention: Grid | None = None  # rows: chunk tokens, cols: context after the chunk
+    mixed_attention: MixedGrid | None = None  # one chunk and decodes in one call, where measured
     attention_exact_shape: bool = True
     sources: dict[str, str] = field(default_factory=dict)
 
@@ -156,7 +157,14 @@ def from_layer_profile(profile: LayerProfile, shapes: LayerShapes, tokens: np.nd
     out.prefill_attention = Grid.from_points(prefill["prefill_chunk"].to_numpy(),
                                              (prefill["kv_prefill"] + prefill["prefill_chunk"]).to_numpy(),
                                              prefill["latency_us"].to_numpy())
-    out.sources = {"linear": f"layer profile {profile.name}", "attention": f"layer profile {profile.name}"}
+    mixed = attention[(attention["n_decode"] > 0) & (attention["prefill_chunk"] > 0)]
+    if not mixed.empty:
+        out.mixed_attention = MixedGrid(mixed["prefill_chunk"].to_numpy(),
+                                        (mixed["kv_prefill"] + mixed["prefill_chunk"]).to_numpy(),
+                                        mixed["n_decode"].to_numpy(), mixed["kv_decode"].to_numpy(),
+                                        mixed["latency_us"].to_numpy())
+    out.sources = {"linear": f"layer profile {profile.name}", "attention": f"layer profile {profile.name}"
+                   + (" (mixed prefill+decode calls measured)" if out.mixed_attention else "")}
     return out
 
 
