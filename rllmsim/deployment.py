@@ -24,6 +24,9 @@ SPECULATIVE_METHODS = ("ngram", "draft", "eagle")
 DEFAULT_VLLM_VERSION = "0.19.0"
 #: First vLLM release with async scheduling on by default (vllm-project/vllm#27614, Jan 2026).
 ASYNC_SCHEDULING_DEFAULT_SINCE = (0, 14)
+#: First vLLM release with `scheduler_reserve_full_isl` (on by default; absent in 0.18): a waiting
+#: request is admitted only when the KV cache holds its whole prompt (vllm-project/vllm#37307).
+RESERVE_FULL_ISL_SINCE = (0, 19)
 
 #: Memory vLLM cannot give to the KV cache beyond weights and activations: CUDA context, NCCL
 #: buffers, CUDA graphs. Several hundred MiB to a few GiB in practice; 1.5 GiB per GPU is a middle.
@@ -47,7 +50,7 @@ class Deployment:
     block_size: int = 16
     enable_chunked_prefill: bool = True
     enable_prefix_caching: bool = True
-    scheduler_reserve_full_isl: bool = True  # admit only when the whole prompt's blocks are free
+    scheduler_reserve_full_isl: bool | None = None  # None: as the vLLM version does (on from 0.19)
     num_gpu_blocks_override: int | None = None
     speculative_method: str | None = None
     num_speculative_tokens: int = 0
@@ -73,6 +76,8 @@ class Deployment:
         version = parse_vllm_version(self.vllm_version)
         if self.async_scheduling is None:
             object.__setattr__(self, "async_scheduling", version >= ASYNC_SCHEDULING_DEFAULT_SINCE)
+        if self.scheduler_reserve_full_isl is None:
+            object.__setattr__(self, "scheduler_reserve_full_isl", version >= RESERVE_FULL_ISL_SINCE)
         large_gpu = self.gpu.hbm_gib >= 70 and not self.gpu.name.startswith("a100")
         defaults = {
             "max_num_seqs": 1024 if large_gpu else 256,

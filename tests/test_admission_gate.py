@@ -1,5 +1,6 @@
-"""vLLM's admission gate (`scheduler_reserve_full_isl`, on by default): a waiting or preempted
-request joins only when the free KV blocks hold its whole sequence, not just its first chunk.
+"""vLLM's admission gate (`scheduler_reserve_full_isl`, added in 0.19.0 and on by default): a
+waiting or preempted request joins only when the free KV blocks hold its whole sequence, not just
+its first chunk.
 
 vLLM 0.19 `Scheduler.schedule` calls `KVCacheManager.can_fit_full_sequence` for the head of the
 waiting queue and `break`s when it fails; the blocks counted are those of `request.num_tokens`
@@ -164,9 +165,18 @@ def test_shortcut_after_a_run_applies_the_gate_as_the_general_path(gate):
 
 
 # -- wiring -----------------------------------------------------------------------------------------
+def test_the_gate_follows_the_vllm_version_unless_set():
+    """vLLM 0.19.0 added the flag, on by default; 0.18.0 has no such gate."""
+    assert small_deployment().scheduler_reserve_full_isl is True  # the default version, 0.19.0
+    assert small_deployment(vllm_version="0.18.0").scheduler_reserve_full_isl is False
+    assert small_deployment(vllm_version="0.12.0", scheduler_reserve_full_isl=True).scheduler_reserve_full_isl is True
+
+
 def test_the_flag_reaches_the_deployment():
-    assert small_deployment().scheduler_reserve_full_isl is True
+    assert variant_from_flags("default", [], {}).deployment.scheduler_reserve_full_isl is True
     off = variant_from_flags("off", ["--no-scheduler-reserve-full-isl"], {})
     assert off.deployment.scheduler_reserve_full_isl is False
-    on = variant_from_flags("on", ["--scheduler-reserve-full-isl"], {})
+    on = variant_from_flags("on", ["--scheduler-reserve-full-isl", "--vllm-version", "0.18.0"], {})
     assert on.deployment.scheduler_reserve_full_isl is True
+    old = variant_from_flags("old", ["--vllm-version", "0.18.0"], {})
+    assert old.deployment.scheduler_reserve_full_isl is False

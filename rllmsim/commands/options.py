@@ -35,9 +35,9 @@ _DEPLOYMENT_OPTIONS = [
     click.option("--num-gpu-blocks-override", type=int, default=None),
     click.option("--enable-prefix-caching/--no-enable-prefix-caching", default=True, show_default=True,
                  help="vLLM v1 enables it by default."),
-    click.option("--scheduler-reserve-full-isl/--no-scheduler-reserve-full-isl", default=True, show_default=True,
-                 help="Admit a waiting or preempted request only when the KV cache holds its whole prompt, "
-                      "not just its first chunk (vLLM's default)."),
+    click.option("--scheduler-reserve-full-isl/--no-scheduler-reserve-full-isl", "scheduler_reserve_full_isl",
+                 default=None, help="Admit a waiting or preempted request only when the KV cache holds its whole "
+                 "prompt, not just its first chunk (default: as the vLLM version does, on from 0.19)."),
     click.option("--speculative-method", type=click.Choice(["ngram", "draft", "eagle"]), default=None,
                  help="Speculative decoding proposer."),
     click.option("--num-speculative-tokens", type=int, default=None, help="Tokens proposed per step (k)."),
