@@ -63,12 +63,37 @@ def test_closed_loop_csv_end_to_end(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     assert "skipped 1 rows: unknown model 'openai/gpt-oss-120b'" in result.output
     assert "excluded from MAPE 1 rows" in result.output
+    assert "all users start at t=0, 2 requests per user" in result.output
+    assert "lockstep" not in result.output and "staggered" not in result.output
     cases = pd.read_csv(out / "cases.csv", keep_default_na=False)
-    assert len(cases) == 8 and set(cases["start"]) == {"lockstep", "staggered"}
+    assert len(cases) == 4 and "start" not in cases.columns  # one simulation per row
     done = cases[(cases["skipped"] == "") & (cases["excluded"] == "")]
-    assert len(done) == 2 and (done["sim_ttft_ms"].astype(float) > 0).all()
+    assert len(done) == 1 and float(done["sim_ttft_ms"].iloc[0]) > 0
+    assert float(done["sim_requests"].iloc[0]) == 8  # 4 users x 2 requests
     mape = pd.read_csv(out / "mape.csv")
-    assert set(mape["model"]) >= {"Qwen/Qwen3-32B", "all"}
+    assert set(mape["model"]) >= {"Qwen/Qwen3-32B", "all"} and "start" not in mape.columns
+    summary = json.loads((out / "validation.json").read_text())
+    assert summary["client"]["requests_per_user"] == 2 and "ttft_bracket" not in summary
+
+
+def test_closed_loop_csv_with_no_simulable_row_is_one_line(tmp_path: Path) -> None:
+    """Every row an unknown model or a disaggregated run: one line naming the rows and why, exit 2."""
+    csv = tmp_path / "unknown.csv"
+    csv.write_text("\n".join([
+        AIC_HEADER,
+        "a,source_file=x.csv; silicon_concurrency=4,vllm,0.12.0,acme/Nope-7B,h100_sxm,,agg,512,32,4,1,50.0,5.0",
+        "b,source_file=x.csv; silicon_concurrency=8,vllm,0.12.0,acme/Nope-7B,h100_sxm,,agg,512,32,8,1,60.0,6.0",
+        "c,source_file=x.csv; silicon_concurrency=8,vllm,0.12.0,acme/Other-3B,nope_gpu,,agg,512,32,8,1,60.0,6.0",
+        "d,source_file=x.csv,vllm,0.12.0,Qwen/Qwen3-32B,h100_sxm,fp8,disagg,512,32,,,300.0,9.0",
+    ]) + "\n")
+    result = CliRunner().invoke(main, ["validate", str(csv), "--out", str(tmp_path / "o")])
+    assert result.exit_code == 2, result.output
+    assert result.output.count("\n") == 1 and "Traceback" not in result.output
+    line = result.output
+    assert "unknown.csv: none of its 4 rows can be simulated" in line
+    assert "rows 2-3: unknown model 'acme/Nope-7B'" in line and "row 4: unknown model 'acme/Other-3B'" in line
+    assert "row 5: mode disagg" in line
+    assert not (tmp_path / "o").exists()
 
 
 def test_user_mistakes_are_one_line(tmp_path: Path) -> None:

@@ -105,3 +105,43 @@ def test_a_slower_model_shows_as_positive_error() -> None:
     e = v.errors.set_index(["metric", "stat"])
     assert e.loc[("tpot", "mean"), "signed_error"] > 20 and e.loc[("e2el", "p50"), "signed_error"] > 10
     assert e.loc[("request_throughput", "total"), "signed_error"] < 0
+
+
+def test_closed_loop_benchmark_client_starts_every_user_at_once() -> None:
+    """A silicon row is simulated as `vllm bench serve --max-concurrency` / `aiperf --concurrency`
+    run it: users x requests_per_user requests, the first `users` sent together at t=0, every
+    later one sent the instant an earlier one completes (a users-slot semaphore), and the means
+    taken over every request, the opening wave included."""
+    from rllmsim.validate.aiconfigurator import ClosedLoopCase, benchmark_run, simulate_case
+
+    case = ClosedLoopCase(row=2, model="x", system="h100-sxm", mode="agg", precision="bf16", isl=100, osl=20,
+                          users=3, tp=1, ttft_ms=1.0, tpot_ms=1.0, backend_version="")
+    dep = small_deployment(blocks=256, max_num_seqs=8, budget=128)
+    req = benchmark_run(case, dep, LinearCostModel(), requests_per_user=4).requests.sort_values("request_id")
+    assert len(req) == 12 and req["finish_s"].notna().all()
+    assert (req["arrival_s"].iloc[:3] == 0.0).all() and (req["arrival_s"].iloc[3:] > 0.0).all()
+    finishes = req["finish_s"].to_numpy()
+    for arrival in req["arrival_s"].iloc[3:]:  # each later request follows a completion at once
+        assert np.isclose(finishes, arrival, rtol=0, atol=1e-12).any()
+    events = sorted([(t, 1) for t in req["arrival_s"]] + [(t, -1) for t in finishes], key=lambda e: (e[0], e[1]))
+    assert max(np.cumsum([d for _, d in events])) == 3  # never more than `users` in flight
+    out = simulate_case(case, dep, LinearCostModel(), requests_per_user=4)
+    ttft = 1e3 * req["ttft_s"].to_numpy()
+    assert out["sim_requests"] == 12 and out["sim_ttft_ms"] == pytest.approx(ttft.mean())
+    assert out["sim_ttft_first_wave_ms"] == pytest.approx(ttft[:3].mean())
+    assert out["sim_ttft_rest_ms"] == pytest.approx(ttft[3:].mean())
+    tpot = 1e3 * ((req["e2el_s"] - req["ttft_s"]) / 19).to_numpy()
+    assert out["sim_tpot_ms"] == pytest.approx(tpot.mean())
+
+
+def test_closed_loop_mape_by_hand() -> None:
+    from rllmsim.validate.aiconfigurator import mape_by_model
+
+    results = pd.DataFrame({"row": [2, 3, 4, 5], "model": ["a", "a", "b", "b"],
+                            "ttft_error_pct": [10.0, -30.0, 50.0, 0.0], "tpot_error_pct": [1.0, -3.0, 5.0, 9.0],
+                            "skipped": ["", "", "", "unknown model"], "excluded": ["", "", "", ""]})
+    mape = mape_by_model(results).set_index("model")
+    assert mape.loc["a", "ttft_mape_pct"] == pytest.approx(20.0) and mape.loc["a", "ttft_mean_signed_pct"] == -10.0
+    assert mape.loc["b", "cases"] == 1 and mape.loc["b", "skipped"] == 1 and mape.loc["b", "tpot_mape_pct"] == 5.0
+    assert mape.loc["all", "cases"] == 3 and mape.loc["all", "ttft_mape_pct"] == pytest.approx(30.0)
+    assert "start" not in mape.columns

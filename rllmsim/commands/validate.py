@@ -7,7 +7,7 @@ aiconfigurator silicon CSV of closed-loop benchmarks. Writes, into --out:
 - replayed runs: errors.csv (signed / absolute error per metric and statistic), validation.json
   (everything: errors, deployment, cost model, notes, diagnosis), requests.csv (per request, real
   vs simulated), ticks.csv (real vs simulated running / waiting / KV usage) and report.html;
-- closed-loop CSVs: cases.csv (per row and start mode), mape.csv (TTFT and TPOT MAPE by model),
+- closed-loop CSVs: cases.csv (per row), mape.csv (TTFT and TPOT MAPE by model),
   validation.json and report.html.
 """
 
@@ -34,25 +34,24 @@ from rllmsim.rundir import check_new_dir, default_run_dir, staged_directory, to_
               help="JSON of the server's engine arguments, for a vllm bench result.")
 @click.option("--allow-extrapolation", is_flag=True,
               help="Use a calibration measured on a different deployment.")
-@click.option("--requests-per-user", type=int, default=4, show_default=True,
-              help="Closed-loop cases: requests each simulated user sends.")
-@click.option("--closed-loop-start", type=click.Choice(["lockstep", "staggered", "both"]), default="both",
-              show_default=True, help="Closed-loop cases: users start together, spread out, or both.")
+@click.option("--requests-per-user", type=int, default=None,
+              help="Closed-loop cases: requests per user, the benchmark's num-requests / concurrency "
+                   "[default: 20, as aiconfigurator's generated aiperf command sends].")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--out", "out_dir", default=None, help="Output directory (default: a new folder under runs/).")
 def command(run_path, cost_model, gpu, model, engine_args, allow_extrapolation, requests_per_user,
-            closed_loop_start, seed, out_dir) -> None:
+            seed, out_dir) -> None:
     """Replay a recorded real run through the simulator and report the error of every metric."""
     from rllmsim.validate.aiconfigurator import is_aiconfigurator
 
     path = Path(run_path)
     if not path.exists():
         raise ConfigError(f"recorded run not found: {path}")
-    if requests_per_user < 1:
+    if requests_per_user is not None and requests_per_user < 1:
         raise ConfigError(f"--requests-per-user must be >= 1, got {requests_per_user}")
     out = check_new_dir(out_dir) if out_dir else None
     if is_aiconfigurator(path):
-        files = _closed_loop(path, cost_model, gpu, requests_per_user, closed_loop_start, seed)
+        files = _closed_loop(path, cost_model, gpu, requests_per_user, seed)
         label = f"validate-{path.stem}"
     else:
         files, label = _replay(path, cost_model, gpu, model, engine_args, allow_extrapolation, seed)
@@ -114,42 +113,42 @@ def _replay(path, cost_model_arg, gpu, model, engine_args, allow_extrapolation, 
     return files, f"validate-{run.name}"
 
 
-def _closed_loop(path, cost_model_arg, gpu, requests_per_user, start, seed):
-    from rllmsim.validate.aiconfigurator import (START_MODES, mape_by_model, read_aiconfigurator, ttft_bracket,
-                                                 validate_cases)
-    from rllmsim.validate.plots import closed_loop_report
-
+def _closed_loop(path, cost_model_arg, gpu, requests_per_user, seed):
     from rllmsim.cost.select import KINDS, cost_model_for
+    from rllmsim.validate.aiconfigurator import (BENCH_REQUESTS_PER_USER, mape_by_model, read_aiconfigurator,
+                                                 require_simulated, validate_cases)
+    from rllmsim.validate.plots import closed_loop_report
 
     if cost_model_arg not in KINDS:
         raise ConfigError("closed-loop silicon rows span many deployments; they validate the roofline and kernel "
                           "models only (a calibration describes one deployment)")
+    per_user = requests_per_user or BENCH_REQUESTS_PER_USER
     cases = read_aiconfigurator(path)
-    starts = START_MODES if start == "both" else (start,)
     results = validate_cases(cases, lambda d: cost_model_for(d, cost_model_arg), gpu=gpu,
-                             requests_per_user=requests_per_user, seed=seed, starts=starts)
+                             requests_per_user=per_user, seed=seed)
+    require_simulated(results, path.name)
     mape = mape_by_model(results)
     with pd.option_context("display.width", 200, "display.max_columns", 20, "display.max_colwidth", 40):
         shown = mape.drop(columns=["skip_reason"]).round(1)
-        click.echo(f"{path.name}: {len(cases)} rows, {requests_per_user} requests per simulated user")
+        click.echo(f"{path.name}: {len(cases)} rows; benchmark client: all users start at t=0, {per_user} requests "
+                   f"per user through a users-slot semaphore, means over every request; cost model {cost_model_arg}")
         click.echo(shown.to_string(index=False))
     for reason, count in results.loc[results["skipped"] != "", "skipped"].value_counts().items():
-        click.echo(f"skipped {count // len(starts)} rows: {reason}")
+        click.echo(f"skipped {count} rows: {reason}")
     for reason, count in results.loc[(results["excluded"] != "") & (results["skipped"] == ""),
                                      "excluded"].value_counts().items():
-        click.echo(f"excluded from MAPE {count // len(starts)} rows: {reason}")
-    bracket = ttft_bracket(results)
-    if bracket is not None:
-        click.echo(f"measured TTFT between the staggered and lockstep simulations in {bracket['inside']} of "
-                   f"{bracket['cases']} cases (outside: CSV rows {bracket['outside_rows']})")
-    summary = {"source": str(path), "requests_per_user": requests_per_user, "starts": list(starts),
-               "cost_model": "roofline", "mape": mape.to_dict(orient="records"), "ttft_bracket": bracket,
-               "cases": results.to_dict(orient="records")}
+        click.echo(f"excluded from MAPE {count} rows: {reason}")
+    summary = {"source": str(path), "cost_model": cost_model_arg,
+               "client": {"start": "all users at t=0 (the benchmark's concurrency burst)",
+                          "requests_per_user": per_user, "requests": "requests_per_user x users, through a "
+                          "users-slot semaphore", "means": "every request, the opening wave included",
+                          "warmup": "not simulated: it drains before the measured phase"},
+               "mape": mape.to_dict(orient="records"), "cases": results.to_dict(orient="records")}
     return {
         "cases.csv": results.to_csv(index=False),
         "mape.csv": mape.to_csv(index=False),
         "validation.json": json.dumps(to_jsonable(summary), indent=2) + "\n",
-        "report.html": closed_loop_report(results, mape, f"rllmsim validate: {path.name} (roofline)"),
+        "report.html": closed_loop_report(results, mape, f"rllmsim validate: {path.name} ({cost_model_arg})"),
     }
 
 

@@ -1,8 +1,18 @@
 """Closed-loop benchmark rows measured on real GPUs (ai-dynamo/aiconfigurator's silicon CSV):
 fixed input length `isl`, output length `osl`, `batch_size` concurrent users, `tp_size`, with the
-measured mean TTFT and TPOT. Each row becomes a closed-loop simulation: `batch_size` users, each
-sending `requests_per_user` requests of exactly isl/osl tokens back to back, on the GPU the
+measured mean TTFT and TPOT. Each row is simulated the way its benchmark client ran, on the GPU the
 `system` column names, with vLLM's default engine arguments for that GPU.
+
+The benchmark's start, modelled as such: both clients that measure these rows, `vllm bench serve
+--max-concurrency C` (default `--request-rate inf`) and aiconfigurator's generated `aiperf profile
+--concurrency C` (concurrency-burst mode), create every request at time 0 and release them through
+a C-slot semaphore: the first C go out together and each completion sends the next one at once.
+`requests_per_user` x C requests of exactly isl/osl tokens are sent (aiperf's `--num-requests`,
+which aiconfigurator's benchmark command sets to 20 x C), and the means cover every one of them,
+the opening wave included, as both clients report them. A warm-up (aiperf's
+`--warmup-request-count`, vLLM's `--num-warmups`) drains before the measured phase starts, so
+the measured phase starts from an idle engine with all C at once again: the simulation starts
+there and does not simulate the warm-up.
 
 Rows the simulator cannot represent are skipped with the reason, never approximated: models
 missing from the catalog, disaggregated (prefill/decode split) serving, and 4-bit formats.
@@ -13,23 +23,23 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Generator
+from typing import Any
 
 import numpy as np
 import pandas as pd
-import simpy
 
 from rllmsim.cost.base import CostModel
 from rllmsim.cost.select import cost_model_for as default_cost_model
 from rllmsim.deployment import Deployment
 from rllmsim.engine.clients import ClosedLoop
 from rllmsim.errors import ConfigError
-from rllmsim.simulation import run_simulation
+from rllmsim.simulation import RunOutput, run_simulation
 from rllmsim.specs import load_gpu, load_model
 from rllmsim.workload.table import make_request_table
 
 NEEDED = ("model_path", "system", "mode", "isl", "osl", "batch_size", "tp_size", "silicon_ttft_ms", "silicon_tpot_ms")
-START_MODES = ("lockstep", "staggered")
+# requests per user (num-requests / concurrency) of aiconfigurator's generated aiperf command
+BENCH_REQUESTS_PER_USER = 20
 QUANT = {"fp8": "fp8", "fp8_block": "fp8", "int8": "int8"}
 
 
@@ -101,92 +111,64 @@ def case_deployment(case: ClosedLoopCase, gpu: str | None = None) -> Deployment:
                       **({"vllm_version": case.backend_version} if case.backend_version else {}))
 
 
-@dataclass(frozen=True)
-class StaggeredClosedLoop:
-    """Closed-loop users whose first requests go out at the given offsets (seconds) instead of all
-    at once; afterwards each sends its next request when its last one completes."""
-
-    offsets: tuple[float, ...]
-    name: str = "closed-loop-staggered"
-
-    def drive(self, cluster) -> Generator:
-        env = cluster.env
-        next_rid = iter(range(cluster.ledger.size))
-
-        def user(offset: float):
-            if offset > 0:
-                yield env.timeout(offset)
-            for rid in next_rid:
-                cluster.ledger.arrival[rid] = env.now
-                yield cluster.submit(rid, notify=True)
-
-        yield simpy.AllOf(env, [env.process(user(o)) for o in self.offsets])
-
-
-def simulate_case(case: ClosedLoopCase, deployment: Deployment, cost_model: CostModel | None = None,
-                  requests_per_user: int = 4, seed: int = 0, start: str = "lockstep") -> dict[str, Any]:
-    """Mean TTFT and TPOT of `users` closed-loop users sending isl/osl requests.
-
-    start="lockstep": every user sends its first request at time 0 (what a benchmark client does;
-    with equal lengths the users then stay in step). start="staggered": the users' first requests
-    are spread evenly over one request's simulated lockstep latency, the desynchronised steady
-    state a long real benchmark drifts into; the first request of each user (the ramp) is then left
-    out of the means.
-    """
-    if start not in START_MODES:
-        raise ConfigError(f"closed-loop start {start!r}: choose one of {', '.join(START_MODES)}")
+def benchmark_run(case: ClosedLoopCase, deployment: Deployment, cost_model: CostModel | None = None,
+                  requests_per_user: int = BENCH_REQUESTS_PER_USER, seed: int = 0) -> RunOutput:
+    """The row's benchmark, simulated: `requests_per_user` x `users` requests of isl/osl tokens, all
+    created at time 0 and sent through a `users`-slot semaphore (ClosedLoop: each slot sends the
+    next request the instant its last one completes), from an idle engine."""
     n = case.users * requests_per_user
     table = make_request_table(np.zeros(n), np.full(n, case.isl), np.full(n, case.osl), "closed-loop")
     cost_model = cost_model or default_cost_model(deployment)
-    run = run_simulation(deployment, table, seed=seed, cost_model=cost_model, client=ClosedLoop(case.users))
-    if start == "staggered":
-        cycle = float(run.requests["e2el_s"].mean())
-        offsets = tuple(cycle * k / case.users for k in range(case.users))
-        run = run_simulation(deployment, table, seed=seed, cost_model=cost_model,
-                             client=StaggeredClosedLoop(offsets))
+    return run_simulation(deployment, table, seed=seed, cost_model=cost_model, client=ClosedLoop(case.users))
+
+
+def simulate_case(case: ClosedLoopCase, deployment: Deployment, cost_model: CostModel | None = None,
+                  requests_per_user: int = BENCH_REQUESTS_PER_USER, seed: int = 0) -> dict[str, Any]:
+    """Mean TTFT and TPOT over every request of the row's simulated benchmark (as the benchmark
+    averages them), and, to show the start's share, the mean TTFT of the opening wave (the first
+    `users` requests, sent together at time 0) and of the rest."""
+    run = benchmark_run(case, deployment, cost_model, requests_per_user, seed)
     req = run.requests
-    steady = req[req["request_id"] >= (case.users if start == "staggered" and requests_per_user > 1 else 0)]
-    steady = steady[steady["finish_s"].notna()]
-    out = steady["output_tokens"].to_numpy(np.float64)
-    tpot = (steady["e2el_s"] - steady["ttft_s"]).to_numpy() / np.maximum(out - 1, 1)
+    req = req[req["finish_s"].notna()]
+    ttft = req["ttft_s"].to_numpy(np.float64)
+    first = (req["request_id"] < case.users).to_numpy()
+    out = req["output_tokens"].to_numpy(np.float64)
+    tpot = (req["e2el_s"] - req["ttft_s"]).to_numpy() / np.maximum(out - 1, 1)
     s = run.summary
-    return {"sim_ttft_ms": 1e3 * float(steady["ttft_s"].mean()), "sim_tpot_ms": 1e3 * float(tpot[out > 1].mean()),
+    return {"sim_requests": int(len(run.requests)), "sim_ttft_ms": 1e3 * float(ttft.mean()),
+            "sim_ttft_first_wave_ms": 1e3 * float(ttft[first].mean()) if first.any() else float("nan"),
+            "sim_ttft_rest_ms": 1e3 * float(ttft[~first].mean()) if (~first).any() else float("nan"),
+            "sim_tpot_ms": 1e3 * float(tpot[out > 1].mean()) if (out > 1).any() else float("nan"),
             "sim_kv_peak_pct": s["kv"]["peak_pct"], "sim_preemptions": s["preemptions"],
             "kv_capacity_tokens": deployment.num_gpu_blocks * deployment.block_size}
 
 
 def validate_cases(cases: list[ClosedLoopCase], cost_model_for=None, gpu: str | None = None,
-                   requests_per_user: int = 4, seed: int = 0, starts: tuple[str, ...] = START_MODES,
-                   progress=None) -> pd.DataFrame:
-    """One row per case and start mode: real and simulated TTFT/TPOT and signed % errors, or the
-    skip reason. Rows whose batch_size is not a recorded concurrency are simulated but `excluded`
-    from MAPE.
+                   requests_per_user: int = BENCH_REQUESTS_PER_USER, seed: int = 0, progress=None) -> pd.DataFrame:
+    """One row per case: real and simulated TTFT/TPOT and signed % errors, or the skip reason.
+    Rows whose batch_size is not a recorded concurrency are simulated but `excluded` from MAPE.
 
-    `cost_model_for(deployment)` returns the cost model of a deployment (roofline by default).
+    `cost_model_for(deployment)` returns the cost model of a deployment (the default choice when
+    not given).
     """
     rows = []
     for case in cases:
-        base: dict[str, Any] = {"row": case.row, "model": case.model, "mode": case.mode, "precision": case.precision,
-                                "isl": case.isl, "osl": case.osl, "users": case.users, "tp": case.tp,
-                                "real_ttft_ms": case.ttft_ms, "real_tpot_ms": case.tpot_ms, "skipped": "",
-                                "excluded": "" if case.concurrency_recorded else
-                                "batch_size is not a recorded concurrency (no silicon_concurrency in the source)"}
+        row: dict[str, Any] = {"row": case.row, "model": case.model, "mode": case.mode, "precision": case.precision,
+                               "isl": case.isl, "osl": case.osl, "users": case.users, "tp": case.tp,
+                               "real_ttft_ms": case.ttft_ms, "real_tpot_ms": case.tpot_ms, "skipped": "",
+                               "excluded": "" if case.concurrency_recorded else
+                               "batch_size is not a recorded concurrency (no silicon_concurrency in the source)"}
         try:
             deployment = case_deployment(case, gpu)
             cost_model = cost_model_for(deployment) if cost_model_for else None
+            row.update(simulate_case(case, deployment, cost_model, requests_per_user, seed))
         except ConfigError as err:
-            rows += [{**base, "start": start, "skipped": str(err).split(";")[0]} for start in starts]
-            continue
-        for start in starts:
-            row = {**base, "start": start}
-            try:
-                row.update(simulate_case(case, deployment, cost_model, requests_per_user, seed, start))
-            except ConfigError as err:
-                row["skipped"] = str(err).split(";")[0]
-            rows.append(row)
+            row["skipped"] = str(err).split(";")[0]
+        rows.append(row)
         if progress is not None:
             progress(case)
-    out = pd.DataFrame(rows)
+    out = pd.DataFrame(rows) if rows else pd.DataFrame(columns=["row", "model", "real_ttft_ms", "real_tpot_ms",
+                                                               "skipped", "excluded"])
     for metric in ("ttft", "tpot"):
         if f"sim_{metric}_ms" not in out:
             out[f"sim_{metric}_ms"] = np.nan
@@ -194,19 +176,40 @@ def validate_cases(cases: list[ClosedLoopCase], cost_model_for=None, gpu: str | 
     return out
 
 
+def require_simulated(results: pd.DataFrame, source: str) -> None:
+    """ConfigError (one line: which CSV rows, and why) when no row of the file could be simulated."""
+    if len(results) and (results["skipped"] == "").any():
+        return
+    if not len(results):
+        raise ConfigError(f"{source}: no rows to validate")
+    reasons = results.groupby("skipped", sort=False)["row"].apply(list)
+    parts = [f"{_rows_text(rows)}: {reason}" for reason, rows in reasons.items()]
+    raise ConfigError(f"{source}: none of its {len(results)} rows can be simulated ({'; '.join(parts)})")
+
+
+def _rows_text(rows: list[int]) -> str:
+    """CSV row numbers, consecutive runs joined: 'rows 2-4, 7' or 'row 5'."""
+    rows = sorted(rows)
+    runs: list[list[int]] = []
+    for r in rows:
+        if runs and r == runs[-1][-1] + 1:
+            runs[-1].append(r)
+        else:
+            runs.append([r])
+    text = ", ".join(f"{run[0]}-{run[-1]}" if len(run) > 1 else str(run[0]) for run in runs)
+    return f"{'row' if len(rows) == 1 else 'rows'} {text}"
+
+
 def mape_by_model(results: pd.DataFrame) -> pd.DataFrame:
     """Per model (and overall): cases simulated and skipped, TTFT and TPOT MAPE, median absolute
     and mean signed % error."""
-    rows = []
-    for start, by_start in results.groupby("start", sort=False):
-        groups = [(m, g) for m, g in by_start.groupby("model", sort=True)] + [("all", by_start)]
-        rows += [_mape_row(start, model, g) for model, g in groups]
-    return pd.DataFrame(rows)
+    groups = [(m, g) for m, g in results.groupby("model", sort=True)] + [("all", results)]
+    return pd.DataFrame([_mape_row(model, g) for model, g in groups])
 
 
-def _mape_row(start: str, model: str, g: pd.DataFrame) -> dict[str, Any]:
+def _mape_row(model: str, g: pd.DataFrame) -> dict[str, Any]:
     done = g[(g["skipped"] == "") & (g["excluded"] == "")]
-    row: dict[str, Any] = {"start": start, "model": model, "cases": int(len(done)), "skipped": int(len(g) - len(done))}
+    row: dict[str, Any] = {"model": model, "cases": int(len(done)), "skipped": int(len(g) - len(done))}
     for metric in ("ttft", "tpot"):
         err = done[f"{metric}_error_pct"].to_numpy(np.float64)
         err = err[np.isfinite(err)]
@@ -216,18 +219,3 @@ def _mape_row(start: str, model: str, g: pd.DataFrame) -> dict[str, Any]:
     row["skip_reason"] = "; ".join(sorted(set(g.loc[g["skipped"] != "", "skipped"])
                                           | set(g.loc[g["excluded"] != "", "excluded"])))
     return row
-
-
-def ttft_bracket(results: pd.DataFrame) -> dict[str, Any] | None:
-    """How many measured TTFTs fall between the staggered (lower) and lockstep (upper) simulated
-    bounds: the share the engine model explains whatever phase the real client's users were in."""
-    if not set(START_MODES) <= set(results["start"]):
-        return None
-    ok = (results["skipped"] == "") & (results["excluded"] == "")
-    wide = results[ok].pivot_table(index="row", columns="start", values=["sim_ttft_ms", "real_ttft_ms"])
-    real = wide[("real_ttft_ms", "lockstep")]
-    low, high = wide[("sim_ttft_ms", "staggered")], wide[("sim_ttft_ms", "lockstep")]
-    lo, hi = np.minimum(low, high), np.maximum(low, high)
-    inside = (real >= lo) & (real <= hi)
-    return {"cases": int(len(wide)), "inside": int(inside.sum()),
-            "outside_rows": [int(r) for r in wide.index[~inside]]}

@@ -71,16 +71,15 @@ def replay_report(validation, diagnosis: pd.DataFrame | None = None) -> str:
 
 
 def closed_loop_report(results: pd.DataFrame, mape: pd.DataFrame, title: str) -> str:
-    """Simulated vs measured TTFT and TPOT of closed-loop cases, one colour per model and start."""
+    """Simulated vs measured TTFT and TPOT of closed-loop cases, one colour per model."""
     done = results[results["skipped"] == ""]
     fig = make_subplots(rows=1, cols=2, subplot_titles=("TTFT (ms)", "TPOT (ms)"))
-    for (model, start), g in done.groupby(["model", "start"], sort=True):
-        label = f"{model.split('/')[-1]} ({start})"
+    for model, g in done.groupby("model", sort=True):
+        label = model.split("/")[-1]
         text = [f"isl {r.isl} osl {r.osl} users {r.users} tp {r.tp}" for r in g.itertuples()]
         for col, metric in enumerate(("ttft", "tpot"), start=1):
             fig.add_trace(go.Scatter(x=g[f"real_{metric}_ms"], y=g[f"sim_{metric}_ms"], mode="markers", name=label,
-                                     text=text, legendgroup=label, showlegend=col == 1,
-                                     marker={"symbol": "circle" if start == "lockstep" else "x"}), 1, col)
+                                     text=text, legendgroup=label, showlegend=col == 1), 1, col)
     for col, metric in enumerate(("ttft", "tpot"), start=1):
         values = done[[f"real_{metric}_ms", f"sim_{metric}_ms"]].to_numpy(np.float64)
         values = values[np.isfinite(values) & (values > 0)]
