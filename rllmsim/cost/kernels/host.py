@@ -10,7 +10,7 @@ overlap.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -39,8 +39,9 @@ class HostParams:
         return self.step_s + self.per_seq_s * seqs + self.per_token_s * tokens
 
 
-def combine(gpu_s: Any, host_s: Any, async_scheduling: bool, serial_s: float = 0.0) -> Any:
-    """Step seconds from GPU and host seconds: overlapped with async scheduling, added without."""
-    if async_scheduling:
-        return np.maximum(gpu_s, host_s) + serial_s
-    return gpu_s + host_s + serial_s
+def combine(gpu_s: Any, host_s: Any, async_scheduling: bool, serial_s: float = 0.0,
+            maximum: Callable[[Any, Any], Any] = np.maximum) -> Any:
+    """Step seconds from GPU and host seconds (arrays, or floats with `maximum=max`): overlapped
+    with async scheduling, added without."""
+    step = maximum(gpu_s, host_s) if async_scheduling else gpu_s + host_s
+    return step + serial_s if serial_s else step  # x + 0.0 == x: the same bits either way

@@ -10,17 +10,30 @@ edge's measured efficiency); below the smallest size the smallest time stands (a
 
 from __future__ import annotations
 
+import bisect
+import math
 from dataclasses import dataclass
 
 import numpy as np
 
 
-@dataclass(frozen=True)
 class Curve:
-    """Time against one size axis, from measured points (sizes > 0, times > 0)."""
+    """Time against one size axis, from measured points (sizes > 0, times > 0).
 
-    x: np.ndarray
-    y: np.ndarray
+    Evaluated as y_i * (y_i+1 / y_i) ** w with w the position of the query in log(size) between
+    its two neighbours, which returns a measured time bit for bit at its own size; the per-interval
+    logs and ratios are computed once, because fast-forwarded runs evaluate curves millions of times.
+    """
+
+    __slots__ = ("x", "y", "_log_x", "_inv_width", "_ratio")
+
+    def __init__(self, x: np.ndarray, y: np.ndarray) -> None:
+        self.x = np.asarray(x, dtype=np.float64)
+        self.y = np.asarray(y, dtype=np.float64)
+        self._log_x = np.log(self.x)
+        with np.errstate(divide="ignore"):
+            self._inv_width = 1.0 / np.diff(self._log_x) if len(self.x) > 1 else np.zeros(0)
+        self._ratio = self.y[1:] / self.y[:-1]
 
     @classmethod
     def from_points(cls, x: np.ndarray, y: np.ndarray) -> "Curve":
@@ -42,20 +55,53 @@ class Curve:
         return float(self.x[-1])
 
     def __call__(self, q: np.ndarray | float) -> np.ndarray:
-        """Times at sizes `q`: y_i * (y_i+1 / y_i) ** w with w the position in log(size), which
-        returns a measured time bit for bit at its own size."""
-        q = np.maximum(np.asarray(q, dtype=np.float64), self.x[0])
         x, y = self.x, self.y
+        q = np.maximum(np.asarray(q, dtype=np.float64), x[0])
         if len(x) == 1:
-            return y[0] * q / x[0]
-        i = np.clip(np.searchsorted(x, q, side="right") - 1, 0, len(x) - 2)
-        w = (np.log(q) - np.log(x[i])) / (np.log(x[i + 1]) - np.log(x[i]))
-        inside = y[i] * (y[i + 1] / y[i]) ** w
+            return y[0] * (q / x[0])
+        i = np.searchsorted(x[1:-1], q, side="right")  # the interval below q, 0 .. len(x) - 2
+        inside = y[i] * self._ratio[i] ** ((np.log(q) - self._log_x[i]) * self._inv_width[i])
         return np.where(q >= x[-1], y[-1] * (q / x[-1]), inside)
+
+    def scalar(self, q: float) -> float:
+        """The same formula on one Python float, for steps costed one at a time (prefills)."""
+        x, y = self.x, self.y
+        if q >= x[-1] or len(x) == 1:
+            return float(y[-1] * (max(q, x[0]) / x[-1]))
+        if q <= x[0]:
+            return float(y[0])
+        i = bisect.bisect_right(x, q) - 1
+        return float(y[i] * self._ratio[i] ** ((math.log(q) - self._log_x[i]) * self._inv_width[i]))
 
     def outside(self, q: np.ndarray | float) -> np.ndarray:
         """Where a query lies beyond the measured sizes (extrapolated, not interpolated)."""
         return np.asarray(q, dtype=np.float64) > self.x[-1]
+
+class TabulatedCurve:
+    """A `Curve` sampled densely in log(size) (every measured size kept, 64 samples an octave
+    between), so an array of sizes costs one log and one `np.interp`: fast-forwarded runs evaluate
+    decode attention for every step they plan. Between samples it departs from the curve by
+    ~1e-5 relative; at measured sizes it is the curve."""
+
+    __slots__ = ("_log_x", "_y", "x_max", "_y_max")
+
+    def __init__(self, curve: Curve, per_octave: int = 64) -> None:
+        lo, hi = float(np.log(curve.x[0])), float(np.log(curve.x[-1]))
+        samples = np.linspace(lo, hi, max(2, int(np.ceil((hi - lo) / np.log(2) * per_octave)) + 1))
+        log_x = np.union1d(samples, np.log(curve.x))
+        y = curve(np.exp(log_x))
+        measured = np.searchsorted(log_x, np.log(curve.x))
+        y[measured] = curve.y
+        self._log_x, self._y = log_x, y
+        self.x_max, self._y_max = float(curve.x[-1]), float(curve.y[-1])
+
+    def __call__(self, q: np.ndarray, q_max: float) -> np.ndarray:
+        """Times at sizes `q` (an array whose largest value is `q_max`); the smallest time below
+        the grid, linear beyond it."""
+        out = np.interp(np.log(q), self._log_x, self._y)
+        if q_max > self.x_max:
+            out = np.where(q > self.x_max, self._y_max * (q / self.x_max), out)
+        return out
 
 
 @dataclass(frozen=True)
@@ -93,6 +139,18 @@ class Grid:
             return low * scale
         high = self.curves[j](cols)
         return np.exp((1.0 - w) * np.log(low) + w * np.log(high))
+
+    def at_row_scalar(self, r: float, col: float) -> float:
+        """`at_row` for one column value, on Python floats."""
+        i, j, w, scale = self.bracket(r)
+        low = self.curves[i].scalar(col)
+        if j == i:
+            return low * scale
+        return math.exp((1.0 - w) * math.log(low) + w * math.log(self.curves[j].scalar(col)))
+
+    def outside_scalar(self, r: float, col: float) -> bool:
+        i, j, _, _ = self.bracket(r)
+        return r > self.rows[-1] or col > self.curves[i].x[-1] or col > self.curves[j].x[-1]
 
     def outside(self, r: float, cols: np.ndarray | float) -> np.ndarray:
         i, j, _, _ = self.bracket(r)
@@ -196,9 +254,9 @@ class MixedGrid:
             grid = self.grids.get((c, n))
             if grid is None or w == 0.0:
                 continue
-            total += w * float(np.log(grid.at_row(context, decode_context)))
+            total += w * math.log(grid.at_row_scalar(context, decode_context))
             weight += w
-            outside = outside or bool(grid.outside(context, decode_context))
+            outside = outside or grid.outside_scalar(context, decode_context)
         if weight == 0.0:
             return float("nan"), True
-        return float(np.exp(total / weight)) * sc * sn, outside
+        return math.exp(total / weight) * sc * sn, outside

@@ -20,7 +20,7 @@ import numpy as np
 from rllmsim.cost.features import StepFeatures
 from rllmsim.cost.kernels import sources
 from rllmsim.cost.kernels.host import HostParams, combine
-from rllmsim.cost.kernels.lookup import Curve
+from rllmsim.cost.kernels.lookup import Curve, TabulatedCurve
 from rllmsim.cost.kernels.ops import (CUSTOM_ALLREDUCE_MAX_BYTES, KERNELS_PER_LAYER, MAX_CAPTURE_SIZE,
                                       capture_sizes, gemm_dtype, layer_shapes)
 from rllmsim.cost.kernels.tables import KernelTables
@@ -66,7 +66,8 @@ class KernelCostModel:
         self._seq_s = sum(self.ops.seq_ops.values()) * US
         self._seq_outside_s = sum(np.where(self.ops.seq_outside[k], v, 0.0) for k, v in self.ops.seq_ops.items()) * US
         self._layers = shapes.layers
-        self._decode_rows: dict[int, tuple[Curve, Curve, float, float]] = {}
+        self._decode_rows: dict[int, tuple[TabulatedCurve, bool]] = {}
+        self._run_terms: dict[tuple[int, int], tuple[float, float, float]] = {}
         self.seconds_total = 0.0
         self.seconds_outside = 0.0
 
@@ -118,33 +119,51 @@ class KernelCostModel:
         self.ops.token_outside["allreduce"] = outside
 
     # -- step time ------------------------------------------------------------------------------
-    def _tokens_index(self, tokens: np.ndarray) -> np.ndarray:
-        return np.minimum(tokens, self._max_tokens - 1)
+    # A scheduled step is costed on Python floats, a fast-forwarded run on arrays; both use the
+    # same tables and the same order of operations, so a step costs the same bits either way.
+    def _linear_scalar(self, tokens: int, seqs: int) -> tuple[float, float]:
+        """Seconds of a step's projections, MoE, elementwise kernels, all-reduces, lm_head and
+        sampler (and the extrapolated part of them)."""
+        t = min(tokens, self._max_tokens - 1)
+        s = min(seqs, self._max_seqs - 1)
+        scale = tokens / max(t, 1) if tokens > t else 1.0  # beyond the engine limits: edge efficiency
+        return (float(self._token_s[t]) * scale + float(self._seq_s[s]),
+                float(self._token_outside_s[t]) * scale + float(self._seq_outside_s[s]))
 
-    def _linear_s(self, tokens: np.ndarray, seqs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        t = self._tokens_index(tokens)
-        s = np.minimum(seqs, self._max_seqs - 1)
-        scale = np.where(tokens > t, tokens / np.maximum(t, 1), 1.0)
-        return self._token_s[t] * scale + self._seq_s[s], self._token_outside_s[t] * scale + self._seq_outside_s[s]
+    def _decode_table(self, seqs: int) -> tuple[TabulatedCurve, bool]:
+        """Decode attention (seconds, all layers) against context per sequence for a batch of
+        `seqs` sequences, memoised: the two measured batch rows around it, interpolated at every
+        context either measured, then tabulated for fast evaluation."""
+        hit = self._decode_rows.get(seqs)
+        if hit is None:
+            grid = self.ops.decode_attention
+            i, j, _, _ = grid.bracket(float(seqs))
+            contexts = np.union1d(grid.curves[i].x, grid.curves[j].x)
+            curve = Curve(contexts, grid.at_row(float(seqs), contexts) * (self._layers * US))
+            beyond = seqs > grid.rows[-1] or not self.ops.attention_exact_shape
+            hit = self._decode_rows[seqs] = (TabulatedCurve(curve), beyond)
+        return hit
 
-    def _decode_attention_s(self, seqs: int, contexts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Decode attention of `seqs` sequences at these per-sequence contexts, all layers."""
-        grid = self.ops.decode_attention
-        us = grid.at_row(float(seqs), contexts)
-        outside = grid.outside(float(seqs), contexts) | (not self.ops.attention_exact_shape)
-        seconds = us * (self._layers * US)
-        return seconds, np.where(outside, seconds, 0.0)
+    def _decode_attention_s(self, seqs: int, contexts: np.ndarray) -> tuple[np.ndarray, float]:
+        """Decode attention at these per-sequence contexts, and the seconds of it beyond the grid."""
+        table, beyond = self._decode_table(seqs)
+        largest = float(contexts.max())
+        seconds = table(contexts, largest)
+        if beyond:
+            return seconds, float(seconds.sum())
+        if largest > table.x_max:
+            return seconds, float(seconds[contexts > table.x_max].sum())
+        return seconds, 0.0
 
-    def _prefill_attention_s(self, tokens: np.ndarray, pairs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Prefill attention, all chunks of a step taken as one chunk with the same query-key
-        pairs: exact for one chunk, the usual case under a token budget."""
-        chunk = np.maximum(tokens, 1).astype(np.float64)
-        before = np.maximum(pairs / chunk - (chunk + 1) / 2, 0.0)
+    def _prefill_attention_s(self, tokens: int, pairs: int) -> tuple[float, float]:
+        """Prefill attention of one step, all its chunks taken as one chunk with the same
+        query-key pairs: exact for one chunk, the usual case under a token budget."""
+        chunk = float(tokens)
+        context = chunk + max(pairs / chunk - (chunk + 1) / 2, 0.0)
         grid = self.ops.prefill_attention
-        us = grid(chunk, chunk + before)
-        outside = grid.outside(float(chunk.max()), chunk + before) | (not self.ops.attention_exact_shape)
-        seconds = np.where(tokens > 0, us * (self._layers * US), 0.0)
-        return seconds, np.where(outside, seconds, 0.0)
+        seconds = grid.at_row_scalar(chunk, context) * (self._layers * US)
+        outside = grid.outside_scalar(chunk, context) or not self.ops.attention_exact_shape
+        return seconds, seconds if outside else 0.0
 
     def _mixed_attention_s(self, tokens: int, pairs: int, seqs: int, decode_kv: int) -> tuple[float, float] | None:
         """A step's prefill chunk and decodes as one measured call, where the tables have it."""
@@ -155,48 +174,55 @@ class KernelCostModel:
         us, outside = grid(float(tokens), tokens + before, float(seqs), decode_kv / seqs)
         if not np.isfinite(us):
             return None
-        seconds = us * self._layers * US
+        seconds = us * (self._layers * US)
         return seconds, seconds if outside else 0.0
 
-    def _general_attention_s(self, f: StepFeatures) -> tuple[np.ndarray, np.ndarray]:
-        attention = np.zeros(len(f))
-        attention_outside = np.zeros(len(f))
-        mixed_done = np.zeros(len(f), dtype=bool)
-        for i in np.flatnonzero(f.decode_seqs):
-            n = int(f.decode_seqs[i])
-            if f.prefill_tokens[i]:
-                mixed = self._mixed_attention_s(int(f.prefill_tokens[i]), int(f.prefill_attn_pairs[i]), n,
-                                                int(f.decode_kv_tokens[i]))
-                if mixed is not None:
-                    attention[i], attention_outside[i] = mixed
-                    mixed_done[i] = True
-                    continue
-            a, o = self._decode_attention_s(n, np.array([f.decode_kv_tokens[i] / n]))
-            attention[i], attention_outside[i] = a[0], o[0]
-        prefill = f.prefill_tokens * ~mixed_done
-        if prefill.any():
-            a, o = self._prefill_attention_s(prefill, f.prefill_attn_pairs)
-            attention += a
-            attention_outside += o
-        return attention, attention_outside
+    def _attention_scalar(self, prefill_tokens: int, pairs: int, decode_seqs: int, decode_kv: int) -> tuple[float, float]:
+        if prefill_tokens and decode_seqs:
+            mixed = self._mixed_attention_s(prefill_tokens, pairs, decode_seqs, decode_kv)
+            if mixed is not None:
+                return mixed
+        seconds = outside = 0.0
+        if decode_seqs:
+            decode, beyond = self._decode_attention_s(decode_seqs, np.array([decode_kv / decode_seqs]))
+            seconds, outside = float(decode[0]), beyond
+        if prefill_tokens:
+            prefill, beyond = self._prefill_attention_s(prefill_tokens, pairs)
+            seconds, outside = seconds + prefill, outside + beyond
+        return seconds, outside
+
+    def _step_scalar(self, prefill_tokens: int, prefill_seqs: int, pairs: int, decode_seqs: int, decode_tokens: int,
+                     decode_kv: int) -> float:
+        tokens, seqs = prefill_tokens + decode_tokens, prefill_seqs + decode_seqs
+        linear, linear_outside = self._linear_scalar(tokens, seqs)
+        attention, attention_outside = self._attention_scalar(prefill_tokens, pairs, decode_seqs, decode_kv)
+        gpu = attention + linear
+        self.seconds_total += gpu
+        self.seconds_outside += linear_outside + attention_outside
+        return combine(gpu, self.host.seconds(seqs, tokens), self.deployment.async_scheduling, self.host.serial_s,
+                       maximum=max)
+
+    def _decode_run_terms(self, seqs: int, per_seq: int) -> tuple[float, float, float]:
+        key = (seqs, per_seq)
+        terms = self._run_terms.get(key)
+        if terms is None:
+            linear, outside = self._linear_scalar(seqs * per_seq, seqs)
+            terms = self._run_terms[key] = (linear, outside, self.host.seconds(seqs, seqs * per_seq))
+        return terms
 
     def step_time(self, features: StepFeatures) -> np.ndarray:
         f = features
-        d = self.deployment
-        seqs = f.prefill_seqs + f.decode_seqs
-        tokens = f.prefill_tokens + f.decode_tokens
-        gpu, outside = self._linear_s(tokens, seqs)
-        if f.decode_batch is not None:
-            batch = f.decode_batch[0]
-            contexts = f.decode_kv_tokens / batch
-            attention, attention_outside = self._decode_attention_s(batch, contexts)
-        else:
-            attention, attention_outside = self._general_attention_s(f)
-        gpu = gpu + attention
-        seconds = combine(gpu, self.host.seconds(seqs, tokens), d.async_scheduling, self.host.serial_s)
+        if f.decode_batch is None:
+            rows = zip(f.prefill_tokens.tolist(), f.prefill_seqs.tolist(), f.prefill_attn_pairs.tolist(),
+                       f.decode_seqs.tolist(), f.decode_tokens.tolist(), f.decode_kv_tokens.tolist())
+            return np.array([self._step_scalar(*row) for row in rows], dtype=np.float64)
+        batch, per_seq = f.decode_batch
+        linear, linear_outside, host = self._decode_run_terms(batch, per_seq)
+        attention, outside = self._decode_attention_s(batch, f.decode_kv_tokens / batch)
+        gpu = attention + linear
         self.seconds_total += float(gpu.sum())
-        self.seconds_outside += float(outside.sum() + attention_outside.sum())
-        return seconds
+        self.seconds_outside += outside + linear_outside * len(f)
+        return combine(gpu, host, self.deployment.async_scheduling, self.host.serial_s)
 
     # -- reporting ------------------------------------------------------------------------------
     def breakdown(self, prefill_tokens: int, prefill_context: int, decode_seqs: int, decode_context: int) -> dict[str, float]:
@@ -216,7 +242,7 @@ class KernelCostModel:
         elif decode_seqs:
             out["decode_attention"] = float(self._decode_attention_s(decode_seqs, np.array([decode_context]))[0][0])
         if prefill_tokens and mixed is None:
-            out["prefill_attention"] = float(self._prefill_attention_s(np.array([prefill_tokens]), np.array([pairs]))[0][0])
+            out["prefill_attention"] = self._prefill_attention_s(prefill_tokens, pairs)[0]
         out["host"] = float(self.host.seconds(seqs, tokens))
         return out
 
