@@ -230,3 +230,24 @@ def test_mixed_grid_is_exact_at_measured_points_and_replaces_the_sum_where_measu
     parts = cost.breakdown(prefill_tokens=1024, prefill_context=0, decode_seqs=127, decode_context=1100)
     apart = cost.breakdown(0, 0, 127, 1100)["decode_attention"] + cost.breakdown(1024, 0, 0, 0)["prefill_attention"]
     assert "mixed_attention" in parts and parts["mixed_attention"] > apart
+
+
+def test_fp8_linears_pay_for_quantizing_their_activations() -> None:
+    fp8 = KernelCostModel(_deployment("llama-3.1-70b", tp=4, quantization="fp8", max_model_len=8192),
+                          shipped_tables("h100-sxm"))
+    bf16 = KernelCostModel(_deployment("llama-3.1-70b", tp=4, max_model_len=8192), shipped_tables("h100-sxm"))
+    parts = fp8.breakdown(0, 0, 8, 1500)
+    assert parts["activation_quant"] > 0 and "activation_quant" not in bf16.breakdown(0, 0, 8, 1500)
+    assert parts["gate_up_proj"] < bf16.breakdown(0, 0, 8, 1500)["gate_up_proj"]  # fp8 GEMMs read half the bytes
+
+
+def test_all_reduce_is_vllms_own_dispatch_unless_custom_all_reduce_is_disabled() -> None:
+    d = _deployment(tp=2)
+    measured = KernelCostModel(d, shipped_tables("h100-sxm"))
+    nccl = KernelCostModel(_deployment(tp=2, disable_custom_all_reduce=True), shipped_tables("h100-sxm"))
+    assert measured.ops.sources["allreduce"].startswith("vLLM all-reduce") and nccl.ops.sources["allreduce"] == "NCCL"
+    # message sizes are bytes of bf16 hidden states: 8 tokens x 5120 x 2 = 80 KiB, two per layer
+    table = shipped_tables("h100-sxm").table("allreduce")
+    rows = table[(table["impl"] == "vllm_graph") & (table["num_gpus"] == 2)]
+    expected = 2 * 64 * Curve.from_points(rows["bytes"].to_numpy(), rows["latency_us"].to_numpy())(8 * 5120 * 2) * 1e-6
+    assert measured.breakdown(0, 0, 8, 1000)["allreduce"] == pytest.approx(float(expected))

@@ -21,8 +21,7 @@ from rllmsim.cost.features import StepFeatures
 from rllmsim.cost.kernels import sources
 from rllmsim.cost.kernels.host import HostParams, combine
 from rllmsim.cost.kernels.lookup import Curve, TabulatedCurve
-from rllmsim.cost.kernels.ops import (CUSTOM_ALLREDUCE_MAX_BYTES, KERNELS_PER_LAYER, MAX_CAPTURE_SIZE,
-                                      capture_sizes, gemm_dtype, layer_shapes)
+from rllmsim.cost.kernels.ops import KERNELS_PER_LAYER, MAX_CAPTURE_SIZE, capture_sizes, gemm_dtype, layer_shapes
 from rllmsim.cost.kernels.tables import KernelTables
 from rllmsim.deployment import Deployment
 from rllmsim.errors import ConfigError
@@ -90,30 +89,29 @@ class KernelCostModel:
         self.ops.token_outside["moe"] = found[1]
 
     def _add_allreduce(self, tokens: np.ndarray, padded: np.ndarray) -> None:
+        """Two all-reduces per layer of the step's hidden states, timed as vLLM's own all-reduce
+        dispatch was measured on this GPU (its custom kernel, symmetric memory or NCCL, whichever
+        vLLM picks per size; replayed in a CUDA graph or eager), or plain NCCL with
+        `--disable-custom-all-reduce` or where vLLM's dispatch was not measured."""
         d = self.deployment
         if d.tp == 1:
             return
         message = padded * self.shapes.allreduce_bytes_per_token
+        graph = eager = None
+        if not d.disable_custom_all_reduce:
+            graph = sources.allreduce_curve(self.tables, "vllm_graph", d.tp)
+            eager = sources.allreduce_curve(self.tables, "vllm_eager", d.tp)
         nccl = sources.allreduce_curve(self.tables, "nccl", d.tp)
-        pcie = d.gpu.interconnect.startswith("pcie")
-        custom_graph = custom_eager = None
-        if not pcie and not d.disable_custom_all_reduce:
-            custom_graph = sources.allreduce_curve(self.tables, "custom_graph", d.tp)
-            custom_eager = sources.allreduce_curve(self.tables, "custom_eager", d.tp)
-        if nccl is None and custom_graph is None:
+        if graph is not None and eager is not None:
+            time = np.where(self._graphed, graph(message), eager(message))
+            outside = graph.outside(message)
+            self.ops.sources["allreduce"] = "vLLM all-reduce as measured through vLLM"
+        elif nccl is not None:
+            time, outside = nccl(message), nccl.outside(message)
+            self.ops.sources["allreduce"] = "NCCL"
+        else:
             raise ConfigError(f"kernel tables of {d.gpu.name} have no all-reduce rows for {d.tp} GPUs; "
                               "use --cost-model roofline")
-        fallback = nccl or custom_graph
-        time = fallback(message)
-        outside = fallback.outside(message)
-        if custom_graph is not None and custom_eager is not None:
-            custom = np.where(self._graphed, custom_graph(message), custom_eager(message))
-            small = message <= CUSTOM_ALLREDUCE_MAX_BYTES
-            time = np.where(small, custom, time)
-            outside = np.where(small, custom_graph.outside(message), outside)
-            self.ops.sources["allreduce"] = "vLLM custom all-reduce (NCCL above 8 MiB)"
-        else:
-            self.ops.sources["allreduce"] = "NCCL"
         calls = 2 * self.shapes.layers
         self.ops.token_ops["allreduce"] = calls * time * (tokens > 0)
         self.ops.token_outside["allreduce"] = outside

@@ -11,8 +11,6 @@ from rllmsim.deployment import Deployment
 #: vLLM's default CUDA-graph capture sizes: 1, 2, 4, then every 8 to 256, then every 16 (up to
 #: the largest size, 512 by default). A graphed step is padded up to the next size.
 MAX_CAPTURE_SIZE = 512
-#: vLLM's custom all-reduce handles messages up to this size; larger ones go to NCCL.
-CUSTOM_ALLREDUCE_MAX_BYTES = 8 * 1024 * 1024
 #: Kernels launched per decoder layer (norms, projections, rotary, attention, activation,
 #: all-reduces): what an eager step must launch from the CPU.
 KERNELS_PER_LAYER = 12

@@ -101,6 +101,8 @@ def from_database(tables: KernelTables, shapes: LayerShapes, dtype: str, kv_dtyp
         curve, outside = _gemm_curve(tables, dtype, op.n, op.k)
         out.token_ops[op.name] = op.layers * curve(tokens) * (tokens > 0)
         out.token_outside[op.name] = curve.outside(tokens) | outside
+    if dtype == "fp8":
+        _add_activation_quant(out, tables, shapes, tokens)
     lm_curve, lm_outside = _gemm_curve(tables, dtype, shapes.lm_head.n, shapes.lm_head.k)
     out.seq_ops["lm_head"] = lm_curve(seqs) * (seqs > 0)
     out.seq_outside["lm_head"] = lm_curve.outside(seqs) | lm_outside
@@ -120,6 +122,27 @@ def from_database(tables: KernelTables, shapes: LayerShapes, dtype: str, kv_dtyp
     out.attention_exact_shape = exact_gen and exact_ctx
     out.sources = {"linear": "kernel database", "attention": "kernel database"}
     return out
+
+
+def _add_activation_quant(out: OpTimes, tables: KernelTables, shapes: LayerShapes, tokens: np.ndarray) -> None:
+    """FP8 (W8A8) linears quantize their input activations with a dynamic scale before each GEMM:
+    two kernels per projection input (compute the scale, quantize), measured by input width."""
+    quant = tables.table("activation_quant")
+    if quant is None:
+        return
+    total = np.zeros(len(tokens))
+    outside = np.zeros(len(tokens), dtype=bool)
+    for kind in ("quantize", "dynamic_scale"):
+        rows = quant[quant["kind"] == kind]
+        if rows.empty:
+            continue
+        grid = Grid.from_points(rows["k"].to_numpy(), rows["m"].to_numpy(), rows["latency_us"].to_numpy())
+        for op in shapes.gemms:
+            total += op.layers * grid.at_row(float(op.k), np.maximum(tokens, 1)) * (tokens > 0)
+            outside |= grid.outside(float(op.k), np.maximum(tokens, 1))
+    out.token_ops["activation_quant"] = total
+    out.token_outside["activation_quant"] = outside
+    out.sources["activation_quant"] = "dynamic fp8 activation quantization table"
 
 
 def from_layer_profile(profile: LayerProfile, shapes: LayerShapes, tokens: np.ndarray, seqs: np.ndarray) -> OpTimes:

@@ -10,8 +10,10 @@ Schema (latency always in microseconds, sizes per GPU):
 - gemm: dtype, m (tokens), n, k
 - context_attention: batch, isl, heads, kv_heads, head_dim, kv_dtype, window (prefill from empty)
 - generation_attention: batch, context, heads, kv_heads, head_dim, kv_dtype, window (one decode)
-- allreduce: impl (custom_graph | custom_eager | nccl), num_gpus, bytes
+- allreduce: impl (vllm_graph | vllm_eager: vLLM's own all-reduce dispatch; nccl), num_gpus, bytes
 - moe: dtype, tokens, hidden, inter, topk, experts, tp, ep
+- activation_quant: kind (quantize: static fp8 quantization of an m x k input; dynamic_scale:
+  the extra time of computing its scale per token), m, k
 Layer profiles: linear (op, tokens), attention (prefill_chunk, kv_prefill, n_decode, kv_decode),
 per_sequence (op, sequences), optional moe (tokens).
 """
@@ -40,6 +42,7 @@ SCHEMA: dict[str, tuple[str, ...]] = {
     "generation_attention": ("batch", "context", "heads", "kv_heads", "head_dim", "kv_dtype", "window"),
     "allreduce": ("impl", "num_gpus", "bytes"),
     "moe": ("dtype", "tokens", "hidden", "inter", "topk", "experts", "tp", "ep"),
+    "activation_quant": ("kind", "m", "k"),
 }
 LAYER_SCHEMA: dict[str, tuple[str, ...]] = {
     "linear": ("op", "tokens"),
@@ -47,7 +50,7 @@ LAYER_SCHEMA: dict[str, tuple[str, ...]] = {
     "per_sequence": ("op", "sequences"),
     "moe": ("tokens",),
 }
-_TEXT_COLUMNS = frozenset({"dtype", "kv_dtype", "impl", "op"})
+_TEXT_COLUMNS = frozenset({"dtype", "kv_dtype", "impl", "op", "kind"})
 _POSITIVE_COLUMNS = frozenset({"m", "n", "k", "batch", "isl", "heads", "kv_heads", "head_dim", "context", "num_gpus",
                                "bytes", "tokens", "hidden", "inter", "topk", "experts", "tp", "ep", "sequences"})
 

@@ -82,16 +82,19 @@ def import_system(data_dir: Path, system: str, vllm_version: str = "0.19.0") -> 
             "kv_heads": gen["num_key_value_heads"], "head_dim": gen["head_dim"],
             "kv_dtype": gen["kv_cache_dtype"].astype(str), "window": _column(gen, "window_size", 0),
             "latency_us": _ms_to_us(gen)})
+    # comm tables count message_size in elements (the collector divides nccl-tests' bytes by the
+    # element size, and shapes vLLM's all-reduce input as [tokens, 4096] elements); 16-bit rows only
     comm = []
     custom = read("comm", "vllm", "custom_allreduce_perf.parquet")
     if custom is not None:
-        impl = custom["kernel_source"].map({"vLLM_custom_graph": "custom_graph", "vLLM_custom_eager": "custom_eager"})
-        comm.append(pd.DataFrame({"impl": impl, "num_gpus": custom["num_gpus"], "bytes": custom["message_size"],
+        custom = custom[custom["allreduce_dtype"].isin(["bfloat16", "float16", "half"])]
+        impl = custom["kernel_source"].map({"vLLM_custom_graph": "vllm_graph", "vLLM_custom_eager": "vllm_eager"})
+        comm.append(pd.DataFrame({"impl": impl, "num_gpus": custom["num_gpus"], "bytes": custom["message_size"] * 2,
                                   "latency_us": _ms_to_us(custom)}))
     nccl = read("comm", "nccl", "nccl_perf.parquet")
     if nccl is not None:
         nccl = nccl[(nccl["op_name"] == "all_reduce") & (nccl["nccl_dtype"] == "half")]
-        comm.append(pd.DataFrame({"impl": "nccl", "num_gpus": nccl["num_gpus"], "bytes": nccl["message_size"],
+        comm.append(pd.DataFrame({"impl": "nccl", "num_gpus": nccl["num_gpus"], "bytes": nccl["message_size"] * 2,
                                   "latency_us": _ms_to_us(nccl)}))
     if comm:
         tables["allreduce"] = pd.concat(comm, ignore_index=True).dropna()
@@ -102,6 +105,15 @@ def import_system(data_dir: Path, system: str, vllm_version: str = "0.19.0") -> 
             "dtype": moe["moe_dtype"].astype(str), "tokens": moe["num_tokens"], "hidden": moe["hidden_size"],
             "inter": moe["inter_size"], "topk": moe["topk"], "experts": moe["num_experts"],
             "tp": moe["moe_tp_size"], "ep": moe["moe_ep_size"], "latency_us": _ms_to_us(moe)})
+    quant = []
+    for filename, kind in (("scale_matrix_perf.parquet", "quantize"), ("computescale_perf.parquet", "dynamic_scale")):
+        rows = read("quantize", "vllm", filename)
+        if rows is not None:
+            # the scale's time is measured as a difference of two kernels: noise can make it <= 0
+            rows = rows[(rows["quant_dtype"] == "fp8") & (rows["latency"] > 0)]
+            quant.append(pd.DataFrame({"kind": kind, "m": rows["m"], "k": rows["k"], "latency_us": _ms_to_us(rows)}))
+    if quant:
+        tables["activation_quant"] = pd.concat(quant, ignore_index=True)
     if not tables:
         raise ConfigError(f"aiconfigurator data: {root} holds no vLLM gemm, attention, comm or moe tables")
     meta = {"source": "aiconfigurator", "system": system, "device": device, "vllm_versions": versions,
