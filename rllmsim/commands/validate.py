@@ -89,7 +89,7 @@ def _replay(path, cost_model_arg, gpu, model, engine_args, allow_extrapolation, 
     d = deployment
     click.echo(f"{run.name}: {len(run.requests)} requests replayed ({run.source}) on {d.model.name} / {d.gpu.name} "
                f"tp={d.tp} max_num_seqs={d.max_num_seqs} max_num_batched_tokens={d.max_num_batched_tokens} "
-               f"KV {d.num_gpu_blocks} blocks; cost model {cost_model.provenance().get('kind')}")
+               f"KV {d.num_gpu_blocks} blocks; cost model {_describe(cost_model.provenance())}")
     click.echo(format_errors(v.errors))
     if steps is not None:
         click.echo("\ndecode step time on the real batches (engine log vs cost model):")
@@ -111,6 +111,16 @@ def _replay(path, cost_model_arg, gpu, model, engine_args, allow_extrapolation, 
     if v.ticks is not None:
         files["ticks.csv"] = v.ticks.to_csv(index=False)
     return files, f"validate-{run.name}"
+
+
+def _describe(prov: dict) -> str:
+    """The cost model in a few words: kind, the tables it read, and its extrapolated share."""
+    if prov.get("kind") != "kernels":
+        return str(prov.get("kind")) + (f" ({prov['note']})" if prov.get("note") else "")
+    tables = prov.get("tables") or {}
+    versions = ", ".join(sorted(set((tables.get("vllm_versions") or {}).values())))
+    return (f"kernels ({tables.get('device')}; {prov.get('ops', {}).get('linear')}; versions {versions}; "
+            f"{100 * prov.get('extrapolated_share', 0.0):.1f}% of GPU time outside the measured grid)")
 
 
 def _closed_loop(path, cost_model_arg, gpu, requests_per_user, seed):
