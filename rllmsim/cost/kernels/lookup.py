@@ -17,6 +17,19 @@ from dataclasses import dataclass
 import numpy as np
 
 
+def bracket(values: np.ndarray, q: float) -> tuple[int, int, float, float]:
+    """Where q falls on a sorted axis: (lower index, upper index, log-weight of the upper, linear
+    scale beyond the last value). Below the first value the first stands; beyond the last, the
+    last scaled by q / last (the edge's efficiency kept)."""
+    if q >= values[-1]:
+        return len(values) - 1, len(values) - 1, 0.0, q / values[-1]
+    if q <= values[0]:
+        return 0, 0, 0.0, 1.0
+    j = int(np.searchsorted(values, q, side="right"))
+    w = (np.log(q) - np.log(values[j - 1])) / (np.log(values[j]) - np.log(values[j - 1]))
+    return j - 1, j, float(w), 1.0
+
+
 class Curve:
     """Time against one size axis, from measured points (sizes > 0, times > 0).
 
@@ -121,15 +134,7 @@ class Grid:
 
     def bracket(self, r: float) -> tuple[int, int, float, float]:
         """(lower row, upper row, log-weight of the upper, scale beyond the last row) for row value r."""
-        rows = self.rows
-        if r >= rows[-1] or len(rows) == 1:
-            return len(rows) - 1, len(rows) - 1, 0.0, max(r, rows[0]) / rows[-1] if r > rows[-1] else 1.0
-        if r <= rows[0]:
-            return 0, 0, 0.0, 1.0
-        j = int(np.searchsorted(rows, r, side="right"))
-        i = j - 1
-        w = (np.log(r) - np.log(rows[i])) / (np.log(rows[j]) - np.log(rows[i]))
-        return i, j, float(w), 1.0
+        return bracket(self.rows, r)
 
     def at_row(self, r: float, cols: np.ndarray | float) -> np.ndarray:
         """Times at row value r for every column value in `cols`."""
@@ -184,21 +189,10 @@ class GemmGrid:
         cube[mi, ni, ki] = np.log(np.asarray(latency, dtype=np.float64))
         self.log_cube = cube
 
-    @staticmethod
-    def _axis(values: np.ndarray, q: float) -> tuple[int, int, float, float]:
-        """(lower index, upper index, log-weight of upper, linear scale beyond the grid)."""
-        if q >= values[-1]:
-            return len(values) - 1, len(values) - 1, 0.0, q / values[-1]
-        if q <= values[0]:
-            return 0, 0, 0.0, 1.0
-        j = int(np.searchsorted(values, q, side="right"))
-        w = (np.log(q) - np.log(values[j - 1])) / (np.log(values[j]) - np.log(values[j - 1]))
-        return j - 1, j, float(w), 1.0
-
     def curve(self, n: int, k: int) -> tuple[Curve, bool]:
         """Time against M for this (n, k), and whether n or k lay beyond the measured widths."""
-        n0, n1, wn, sn = self._axis(self.ns, float(n))
-        k0, k1, wk, sk = self._axis(self.ks, float(k))
+        n0, n1, wn, sn = bracket(self.ns, float(n))
+        k0, k1, wk, sk = bracket(self.ks, float(k))
         corners = [(n0, k0, (1 - wn) * (1 - wk)), (n0, k1, (1 - wn) * wk), (n1, k0, wn * (1 - wk)), (n1, k1, wn * wk)]
         total = np.zeros(len(self.ms))
         weight = np.zeros(len(self.ms))
@@ -233,20 +227,11 @@ class MixedGrid:
                     self.grids[(c, n)] = Grid.from_points(np.asarray(context)[hit], np.asarray(decode_context)[hit],
                                                           np.asarray(latency)[hit])
 
-    @staticmethod
-    def _axis(values: np.ndarray, q: float) -> tuple[float, float, float, float]:
-        if q >= values[-1]:
-            return values[-1], values[-1], 0.0, q / values[-1]
-        if q <= values[0]:
-            return values[0], values[0], 0.0, 1.0
-        j = int(np.searchsorted(values, q, side="right"))
-        w = (np.log(q) - np.log(values[j - 1])) / (np.log(values[j]) - np.log(values[j - 1]))
-        return values[j - 1], values[j], float(w), 1.0
-
     def __call__(self, chunk: float, context: float, seqs: float, decode_context: float) -> tuple[float, bool]:
         """Microseconds of one mixed call, and whether it lay beyond the measured grid."""
-        c0, c1, wc, sc = self._axis(self.chunks, chunk)
-        n0, n1, wn, sn = self._axis(self.seqs, seqs)
+        i0, i1, wc, sc = bracket(self.chunks, chunk)
+        j0, j1, wn, sn = bracket(self.seqs, seqs)
+        c0, c1, n0, n1 = self.chunks[i0], self.chunks[i1], self.seqs[j0], self.seqs[j1]
         total = weight = 0.0
         outside = sc > 1.0 or sn > 1.0
         for c, n, w in ((c0, n0, (1 - wc) * (1 - wn)), (c0, n1, (1 - wc) * wn), (c1, n0, wc * (1 - wn)),
