@@ -63,7 +63,27 @@ def build(shared: Path, out: Path, vllm_version: str) -> list[str]:
         tables.save(out / gpu)
         for licence in licences[gpu]:
             shutil.copyfile(licence, out / gpu / f"LICENSE-{licence.parent.name}")
+        (out / gpu / "PROVENANCE.md").write_text(provenance(gpu, tables))
     return sorted(built)
+
+
+def provenance(gpu: str, tables: KernelTables) -> str:
+    """A human-readable account of where every table of one GPU comes from."""
+    lines = [f"# Kernel tables of {gpu}", "",
+             f"Measured on: {tables.meta.get('device', 'unknown device')}. Derived, never edited by hand:",
+             "`python scripts/build_kernel_tables.py` rebuilds this folder from `../shared/kernels`.", "",
+             "## Sources", ""]
+    for source in tables.meta.get("sources", []):
+        lines.append(f"- {source['repository']} at {source['commit']} ({source['licence']}, licence copied beside "
+                     f"these files), `{source['path']}`, {source.get('system') or source.get('gpu')}")
+    lines += ["", "## Tables", ""]
+    for name, version in sorted(tables.meta.get("vllm_versions", {}).items()):
+        lines.append(f"- `{name}`: version {version}")
+    for profile in tables.layer_profiles:
+        lines.append(f"- layer profile `{profile.name}`: {profile.meta['hf_id']} at TP {profile.meta['tp']}, "
+                     f"vLLM {profile.meta['vllm_version']}, eager={profile.meta['enforce_eager']}")
+    lines += ["", "Latencies are microseconds; comm message sizes are bytes (the source counts elements)."]
+    return "\n".join(lines) + "\n"
 
 
 def main() -> None:
