@@ -21,7 +21,7 @@ from rllmsim.cost.features import StepFeatures
 from rllmsim.cost.kernels import sources
 from rllmsim.cost.kernels.host import HostParams, combine
 from rllmsim.cost.kernels.lookup import Curve, TabulatedCurve
-from rllmsim.cost.kernels.ops import KERNELS_PER_LAYER, MAX_CAPTURE_SIZE, capture_sizes, gemm_dtype, layer_shapes
+from rllmsim.cost.kernels.ops import KERNELS_PER_LAYER, capture_sizes, gemm_dtype, layer_shapes, max_capture_size
 from rllmsim.cost.kernels.tables import KernelTables
 from rllmsim.deployment import Deployment
 from rllmsim.errors import ConfigError
@@ -53,7 +53,8 @@ class KernelCostModel:
                                              d.gpu.hbm_bandwidth_gbps, tokens, seqs)
         if d.model.num_moe_layers and "moe" not in self.ops.token_ops:
             self._add_moe(tokens)
-        self._graphed = (~np.bool_(d.enforce_eager)) & (tokens <= MAX_CAPTURE_SIZE)
+        self._capture_size = max_capture_size(d)
+        self._graphed = (tokens <= self._capture_size) & (self._capture_size > 0)
         padded = self._padded_tokens(tokens)
         self._add_allreduce(tokens, padded)
         token_us = sum(self.ops.token_ops.values())
@@ -72,7 +73,7 @@ class KernelCostModel:
 
     # -- construction ---------------------------------------------------------------------------
     def _padded_tokens(self, tokens: np.ndarray) -> np.ndarray:
-        sizes = np.array(capture_sizes(), dtype=np.int64)
+        sizes = np.array(capture_sizes(max(self._capture_size, 1)), dtype=np.int64)
         index = np.minimum(np.searchsorted(sizes, tokens), len(sizes) - 1)
         return np.where(self._graphed & (tokens > 0), np.maximum(sizes[index], tokens), tokens)
 

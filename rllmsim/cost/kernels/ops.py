@@ -6,20 +6,34 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from rllmsim.deployment import Deployment
+from rllmsim.deployment import Deployment, parse_vllm_version
 
-#: vLLM's default CUDA-graph capture sizes: 1, 2, 4, then every 8 to 256, then every 16 (up to
-#: the largest size, 512 by default). A graphed step is padded up to the next size.
-MAX_CAPTURE_SIZE = 512
+#: vLLM's default CUDA-graph capture sizes: 1, 2, 4, then every 8 to 256, then every 16 up to the
+#: largest, min(2 x max_num_seqs x tokens per decode, 512) (vllm/config/vllm.py; 1024 on
+#: Blackwell datacenter GPUs from 0.32). A graphed step is padded up to the next size.
+DEFAULT_MAX_CAPTURE_SIZE = 512
+BLACKWELL_MAX_CAPTURE_SIZE = (1024, (0, 32))  # size, first vLLM version
+_BLACKWELL = ("b200", "b300", "gb200", "gb300")
 #: Kernels launched per decoder layer (norms, projections, rotary, attention, activation,
 #: all-reduces): what an eager step must launch from the CPU.
 KERNELS_PER_LAYER = 12
 ACTIVATION_BYTES = 2  # bf16 activations between layers
 
 
-def capture_sizes(max_size: int = MAX_CAPTURE_SIZE) -> list[int]:
+def max_capture_size(deployment: Deployment) -> int:
+    """The largest batch vLLM captures a CUDA graph for (0 with --enforce-eager)."""
+    if deployment.enforce_eager:
+        return 0
+    ceiling = DEFAULT_MAX_CAPTURE_SIZE
+    size, since = BLACKWELL_MAX_CAPTURE_SIZE
+    if deployment.gpu.name in _BLACKWELL and parse_vllm_version(deployment.vllm_version) >= since:
+        ceiling = size
+    return min(2 * deployment.max_num_seqs * (1 + deployment.num_speculative_tokens), ceiling)
+
+
+def capture_sizes(max_size: int) -> list[int]:
     sizes = [1, 2, 4] + list(range(8, 256, 8)) + list(range(256, max_size + 1, 16))
-    return [s for s in sizes if s <= max_size]
+    return [s for s in sizes if s <= max_size] or [max_size]
 
 
 @dataclass(frozen=True)
