@@ -8,6 +8,7 @@ from click.core import ParameterSource
 from rllmsim.commands.options import (deployment_from_options, deployment_options, parse_goodput,
                                       workload_from_options, workload_options)
 from rllmsim.cost.calibrated import calibrated_setup
+from rllmsim.cost.kernel_calibration import load_kernel_correction
 from rllmsim.cost.select import KINDS, cost_model_for
 from rllmsim.metrics.console import format_summary
 from rllmsim.rundir import check_new_dir, default_run_dir, write_run
@@ -53,7 +54,8 @@ def command(seed, out_dir, step_by_step, goodput, straggler_factor, timeline, re
 
 
 def _deployment_and_cost_model(opts: dict, path: str, allow_extrapolation: bool, kernel_tables: str | None):
-    """The roofline and kernel models need only the options; a calibration fills in what the user
+    """The roofline and kernel models need only the options; a kernel correction only its GPU (when
+    --gpu is not given) and times any model on it; a regression calibration fills in what the user
     left unset (model, device, KV pool, engine limits) from the engine it was measured on, and
     refuses a mismatch."""
     if path in KINDS:
@@ -61,6 +63,10 @@ def _deployment_and_cost_model(opts: dict, path: str, allow_extrapolation: bool,
         return deployment, cost_model_for(deployment, path, kernel_tables)
     ctx = click.get_current_context()
     given = {name for name in opts if ctx.get_parameter_source(name) != ParameterSource.DEFAULT}
+    correction = load_kernel_correction(path)
+    if correction is not None:  # any model on the corrected GPU: the options describe the deployment
+        deployment = deployment_from_options(opts if "gpu" in given else {**opts, "gpu": correction.gpu})
+        return deployment, correction.cost_model(deployment, allow_extrapolation, kernel_tables)
     setup = calibrated_setup(path, opts["model"] if "model" in given else None, opts["gpu"] if "gpu" in given else None)
     opts = {**opts, **{k: v for k, v in setup.engine_defaults.items() if k not in given}}
     deployment = deployment_from_options(opts, model=setup.model, gpu=setup.gpu)

@@ -27,7 +27,8 @@ from rllmsim.rundir import check_new_dir, default_run_dir, staged_directory, to_
 @click.argument("run_path", metavar="RUN", type=click.Path())
 @click.option("--cost-model", default="auto", show_default=True,
               help="auto (kernel tables where the GPU has them, else roofline), roofline, kernels, "
-                   "or a calibration JSON written by `rllmsim calibrate`.")
+                   "or a calibration JSON written by `rllmsim calibrate` (a regression, or a kernel correction "
+                   "for any model on its GPU).")
 @click.option("--gpu", default=None, help="GPU catalog name (default: from the run's records or name).")
 @click.option("--model", default=None, help="Model catalog name, HF id or config.json (default: the run's).")
 @click.option("--engine-args", default=None, type=click.Path(),
@@ -51,7 +52,7 @@ def command(run_path, cost_model, gpu, model, engine_args, allow_extrapolation, 
         raise ConfigError(f"--requests-per-user must be >= 1, got {requests_per_user}")
     out = check_new_dir(out_dir) if out_dir else None
     if is_aiconfigurator(path):
-        files = _closed_loop(path, cost_model, gpu, requests_per_user, seed)
+        files = _closed_loop(path, cost_model, gpu, requests_per_user, seed, allow_extrapolation)
         label = f"validate-{path.stem}"
     else:
         files, label = _replay(path, cost_model, gpu, model, engine_args, allow_extrapolation, seed)
@@ -60,6 +61,7 @@ def command(run_path, cost_model, gpu, model, engine_args, allow_extrapolation, 
 
 
 def _replay(path, cost_model_arg, gpu, model, engine_args, allow_extrapolation, seed):
+    from rllmsim.cost.kernel_calibration import load_kernel_correction
     from rllmsim.cost.select import KINDS, cost_model_for
     from rllmsim.validate import diagnose
     from rllmsim.validate.compare import format_errors
@@ -69,9 +71,13 @@ def _replay(path, cost_model_arg, gpu, model, engine_args, allow_extrapolation, 
 
     run = open_run(path, engine_args)
     notes: list[str] = []
+    correction = None if cost_model_arg in KINDS else load_kernel_correction(cost_model_arg)
     if cost_model_arg in KINDS:
         deployment = build_deployment(run.engine, resolve_gpu(gpu, run), model, notes=notes)
         cost_model = cost_model_for(deployment, cost_model_arg)
+    elif correction is not None:  # the run's own model and engine, on the corrected GPU's tables
+        deployment = build_deployment(run.engine, resolve_gpu(gpu, run, correction.gpu), model, notes=notes)
+        cost_model = correction.cost_model(deployment, allow_extrapolation)
     else:
         from rllmsim.cost.regression import RegressionCostModel
 
@@ -123,19 +129,26 @@ def _describe(prov: dict) -> str:
             f"{100 * prov.get('extrapolated_share', 0.0):.1f}% of GPU time outside the measured grid)")
 
 
-def _closed_loop(path, cost_model_arg, gpu, requests_per_user, seed):
+def _closed_loop(path, cost_model_arg, gpu, requests_per_user, seed, allow_extrapolation=False):
+    from rllmsim.cost.kernel_calibration import load_kernel_correction
     from rllmsim.cost.select import KINDS, cost_model_for
     from rllmsim.validate.aiconfigurator import (BENCH_REQUESTS_PER_USER, mape_by_model, read_aiconfigurator,
                                                  require_simulated, validate_cases)
     from rllmsim.validate.plots import closed_loop_report
 
-    if cost_model_arg not in KINDS:
+    correction = None if cost_model_arg in KINDS else load_kernel_correction(cost_model_arg)
+    if cost_model_arg not in KINDS and correction is None:
         raise ConfigError("closed-loop silicon rows span many deployments; they validate the roofline and kernel "
-                          "models only (a calibration describes one deployment)")
+                          "models and kernel corrections only (a regression calibration describes one deployment)")
     per_user = requests_per_user or BENCH_REQUESTS_PER_USER
     cases = read_aiconfigurator(path)
-    results = validate_cases(cases, lambda d: cost_model_for(d, cost_model_arg), gpu=gpu,
-                             requests_per_user=per_user, seed=seed)
+    if correction is not None:  # every row on the corrected GPU (other GPUs: skipped, unless allowed)
+        def factory(d):
+            return correction.cost_model(d, allow_extrapolation)
+    else:
+        def factory(d):
+            return cost_model_for(d, cost_model_arg)
+    results = validate_cases(cases, factory, gpu=gpu, requests_per_user=per_user, seed=seed)
     require_simulated(results, path.name)
     mape = mape_by_model(results)
     with pd.option_context("display.width", 200, "display.max_columns", 20, "display.max_colwidth", 40):

@@ -27,17 +27,47 @@ from rllmsim.deployment import Deployment
 from rllmsim.errors import ConfigError
 
 US = 1e-6
+#: The op groups a kernel correction scales (`rllmsim calibrate --on kernels`), in design-matrix order.
+OP_GROUPS: tuple[str, ...] = ("linear", "attention", "per_sequence")
+
+
+@dataclasses.dataclass(frozen=True)
+class OpScales:
+    """Multipliers on the kernel-table times of three op groups, fitted to a profile of a real engine.
+
+    linear: the per-token ops (projections, MoE, elementwise kernels, TP all-reduces);
+    attention: prefill, decode and mixed attention; per_sequence: lm_head and the sampler.
+    1.0 leaves a group as the tables time it (and costs nothing: the multiply is skipped).
+    """
+
+    linear: float = 1.0
+    attention: float = 1.0
+    per_sequence: float = 1.0
+
+    def __post_init__(self) -> None:
+        for name in OP_GROUPS:
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not np.isfinite(value) or value < 0:
+                raise ConfigError(f"op scale {name} must be a finite number >= 0, got {value!r}")
+
+    def as_dict(self) -> dict[str, float]:
+        return {name: float(getattr(self, name)) for name in OP_GROUPS}
 
 
 class KernelCostModel:
     """Step time of one replica of `deployment` from its GPU's measured kernel tables."""
 
     def __init__(self, deployment: Deployment, tables: KernelTables, host: HostParams | None = None,
-                 tables_label: str = "shipped") -> None:
+                 tables_label: str = "shipped", scales: OpScales | None = None,
+                 calibration: dict[str, Any] | None = None) -> None:
+        """`scales` multiply the op groups' table times and `host` replaces the assumed host time
+        (both fitted by a kernel correction, named by `calibration` in the provenance)."""
         self.deployment = d = deployment
         self.tables = tables
         self.tables_label = tables_label
         self.host = host or HostParams()
+        self.scales = scales or OpScales()
+        self.calibration = calibration
         self.shapes = shapes = layer_shapes(d)
         spec_tokens = 1 + d.num_speculative_tokens
         self._max_tokens = max(d.max_num_batched_tokens, d.max_num_seqs * spec_tokens) + 1
@@ -61,11 +91,23 @@ class KernelCostModel:
         outside_us = sum(np.where(self.ops.token_outside[k], v, 0.0) for k, v in self.ops.token_ops.items())
         # a graphed step runs at its padded size; an eager one no faster than the CPU launches it
         launch_us = np.where(self._graphed, 0.0, shapes.layers * KERNELS_PER_LAYER * self.host.launch_s / US)
-        self._token_s = np.maximum(token_us[padded], launch_us) * US
+        # the unscaled group times are the design matrix of a kernel correction (`op_group_seconds`)
+        self._token_unscaled_s = self._token_s = np.maximum(token_us[padded], launch_us) * US
         self._token_outside_s = outside_us[padded] * US
-        self._seq_s = sum(self.ops.seq_ops.values()) * US
+        self._seq_unscaled_s = self._seq_s = sum(self.ops.seq_ops.values()) * US
         self._seq_outside_s = sum(np.where(self.ops.seq_outside[k], v, 0.0) for k, v in self.ops.seq_ops.items()) * US
+        linear, per_seq = self.scales.linear, self.scales.per_sequence
+        if linear != 1.0:  # the kernels take longer or shorter; the CPU's launch floor does not move
+            self._token_s = np.maximum(token_us[padded] * linear, launch_us) * US
+            self._token_outside_s = self._token_outside_s * linear
+        if per_seq != 1.0:
+            self._seq_s = self._seq_unscaled_s * per_seq
+            self._seq_outside_s = self._seq_outside_s * per_seq
         self._layers = shapes.layers
+        # seconds per microsecond of one layer's attention, all layers (and the attention scale)
+        self._attention_factor = self._layers * US
+        if self.scales.attention != 1.0:
+            self._attention_factor = self._layers * US * self.scales.attention
         self._decode_rows: dict[int, tuple[TabulatedCurve, bool]] = {}
         self._run_terms: dict[tuple[int, int], tuple[float, float, float]] = {}
         self.seconds_total = 0.0
@@ -138,7 +180,7 @@ class KernelCostModel:
             grid = self.ops.decode_attention
             i, j, _, _ = grid.bracket(float(seqs))
             contexts = np.union1d(grid.curves[i].x, grid.curves[j].x)
-            curve = Curve(contexts, grid.at_row(float(seqs), contexts) * (self._layers * US))
+            curve = Curve(contexts, grid.at_row(float(seqs), contexts) * self._attention_factor)
             beyond = seqs > grid.rows[-1] or not self.ops.attention_exact_shape
             hit = self._decode_rows[seqs] = (TabulatedCurve(curve), beyond)
         return hit
@@ -160,7 +202,7 @@ class KernelCostModel:
         chunk = float(tokens)
         context = chunk + max(pairs / chunk - (chunk + 1) / 2, 0.0)
         grid = self.ops.prefill_attention
-        seconds = grid.at_row_scalar(chunk, context) * (self._layers * US)
+        seconds = grid.at_row_scalar(chunk, context) * self._attention_factor
         outside = grid.outside_scalar(chunk, context) or not self.ops.attention_exact_shape
         return seconds, seconds if outside else 0.0
 
@@ -173,7 +215,7 @@ class KernelCostModel:
         us, outside = grid(float(tokens), tokens + before, float(seqs), decode_kv / seqs)
         if not np.isfinite(us):
             return None
-        seconds = us * (self._layers * US)
+        seconds = us * self._attention_factor
         return seconds, seconds if outside else 0.0
 
     def _attention_scalar(self, prefill_tokens: int, pairs: int, decode_seqs: int, decode_kv: int) -> tuple[float, float]:
@@ -223,6 +265,26 @@ class KernelCostModel:
         self.seconds_outside += outside + linear_outside * len(f)
         return combine(gpu, host, self.deployment.async_scheduling, self.host.serial_s)
 
+    def op_group_seconds(self, features: StepFeatures) -> np.ndarray:
+        """GPU seconds of each step's op groups (steps x OP_GROUPS: linear, attention,
+        per_sequence) as the tables time them, before any scale: the design matrix a kernel
+        correction is fitted on. Leaves the extrapolation counters alone."""
+        f = features
+        attention_scale = self.scales.attention
+        rows = zip(f.prefill_tokens.tolist(), f.prefill_seqs.tolist(), f.prefill_attn_pairs.tolist(),
+                   f.decode_seqs.tolist(), f.decode_tokens.tolist(), f.decode_kv_tokens.tolist())
+        out = np.empty((len(f), len(OP_GROUPS)), dtype=np.float64)
+        for i, (prefill_tokens, prefill_seqs, pairs, decode_seqs, decode_tokens, decode_kv) in enumerate(rows):
+            tokens, seqs = prefill_tokens + decode_tokens, prefill_seqs + decode_seqs
+            t = min(tokens, self._max_tokens - 1)
+            beyond = tokens / max(t, 1) if tokens > t else 1.0  # as `_linear_scalar`
+            attention = self._attention_scalar(prefill_tokens, pairs, decode_seqs, decode_kv)[0]
+            if attention_scale != 1.0:
+                attention = attention / attention_scale if attention_scale > 0 else float("nan")
+            out[i] = (float(self._token_unscaled_s[t]) * beyond, attention,
+                      float(self._seq_unscaled_s[min(seqs, self._max_seqs - 1)]))
+        return out
+
     # -- reporting ------------------------------------------------------------------------------
     def breakdown(self, prefill_tokens: int, prefill_context: int, decode_seqs: int, decode_context: int) -> dict[str, float]:
         """Seconds per op of one step (for the docs' time-share figures): one prefill chunk of
@@ -231,8 +293,9 @@ class KernelCostModel:
         seqs = decode_seqs + (1 if prefill_tokens else 0)
         t = min(tokens, self._max_tokens - 1)
         padded = int(self._padded_tokens(np.array([t]))[0])
-        out = {name: float(v[padded]) * US for name, v in self.ops.token_ops.items()}
-        out.update({name: float(v[min(seqs, self._max_seqs - 1)]) * US for name, v in self.ops.seq_ops.items()})
+        linear, per_seq = self.scales.linear, self.scales.per_sequence
+        out = {name: float(v[padded]) * US * linear for name, v in self.ops.token_ops.items()}
+        out.update({name: float(v[min(seqs, self._max_seqs - 1)]) * US * per_seq for name, v in self.ops.seq_ops.items()})
         pairs = prefill_tokens * prefill_context + prefill_tokens * (prefill_tokens + 1) // 2
         mixed = (self._mixed_attention_s(prefill_tokens, pairs, decode_seqs, decode_seqs * decode_context)
                  if prefill_tokens and decode_seqs else None)
@@ -266,4 +329,6 @@ class KernelCostModel:
             "enforce_eager": d.enforce_eager,
             "host": dataclasses.asdict(self.host),
             "extrapolated_share": round(self.extrapolated_share(), 4),
+            **({"scales": self.scales.as_dict()} if self.scales != OpScales() else {}),
+            **({"calibration": self.calibration} if self.calibration is not None else {}),
         }
