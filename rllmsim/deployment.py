@@ -14,6 +14,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from rllmsim.engine.kv_capacity import KVBudget, kv_budget
 from rllmsim.errors import ConfigError
 from rllmsim.specs import GPUSpec, ModelSpec, dtype_bytes
 from rllmsim.specs.dtypes import quantization_weight_bytes
@@ -27,10 +28,6 @@ ASYNC_SCHEDULING_DEFAULT_SINCE = (0, 14)
 #: First vLLM release with `scheduler_reserve_full_isl` (on by default; absent in 0.18): a waiting
 #: request is admitted only when the KV cache holds its whole prompt (vllm-project/vllm#37307).
 RESERVE_FULL_ISL_SINCE = (0, 19)
-
-#: Memory vLLM cannot give to the KV cache beyond weights and activations: CUDA context, NCCL
-#: buffers, CUDA graphs. Several hundred MiB to a few GiB in practice; 1.5 GiB per GPU is a middle.
-RUNTIME_OVERHEAD_BYTES = 1.5 * GIB
 
 
 @dataclass(frozen=True)
@@ -157,48 +154,39 @@ class Deployment:
         return per_head * kv_heads_per_gpu
 
     @property
-    def activation_reserve_bytes(self) -> float:
-        """Peak activation memory of vLLM's profiling forward pass with max_num_batched_tokens.
-
-        One layer's intermediates dominate (the gate/up projection output is the widest), plus the
-        float32 logits of the sampler's dummy run over max_num_seqs sequences.
-        """
-        m = self.model
-        widest = max(2 * m.intermediate_size, 4 * m.hidden_size,
-                     2 * (m.moe_intermediate_size or 0) * max(1, m.num_experts_per_tok or 1))
-        per_token = (widest / self.tp + 4 * m.hidden_size) * 2
-        logits = min(self.max_num_seqs, self.max_num_batched_tokens) * m.vocab_size / self.tp * 4
-        return self.max_num_batched_tokens * per_token + logits
+    def kv_budget(self) -> KVBudget:
+        """vLLM v1's start-up memory sum per GPU, term by term (rllmsim.engine.kv_capacity)."""
+        return kv_budget(self)
 
     @property
     def kv_budget_bytes(self) -> float:
-        return (self.gpu_memory_utilization * self.gpu.hbm_gib * GIB - self.weight_bytes_per_gpu
-                - self.activation_reserve_bytes - RUNTIME_OVERHEAD_BYTES)
+        return self.kv_budget.available
 
     @property
     def num_gpu_blocks(self) -> int:
-        """KV blocks per replica: the override when given, else derived from memory."""
+        """KV blocks per replica: the override when given, else vLLM's `available // bytes_per_block`."""
         if self.num_gpu_blocks_override is not None:
             return int(self.num_gpu_blocks_override)
         return int(self.kv_budget_bytes // (self.block_size * self.kv_bytes_per_token_per_gpu))
 
     @property
     def kv_capacity_source(self) -> str:
-        return "num_gpu_blocks_override" if self.num_gpu_blocks_override is not None else "derived from memory"
+        if self.num_gpu_blocks_override is not None:
+            return "num_gpu_blocks_override"
+        return "derived from memory as vLLM v1 profiles it"
 
     def blocks_for(self, tokens: int) -> int:
         return math.ceil(tokens / self.block_size)
 
     def _check_fits(self) -> None:
         if self.num_gpu_blocks_override is None:
-            hbm = self.gpu_memory_utilization * self.gpu.hbm_gib * GIB
-            needed = self.weight_bytes_per_gpu + self.activation_reserve_bytes + RUNTIME_OVERHEAD_BYTES
-            if self.kv_budget_bytes <= 0:
+            budget = self.kv_budget
+            if budget.available <= 0:
                 raise ConfigError(
                     f"{self.model.name} does not fit on {self.gpu.name} at tp={self.tp}: weights, activations "
-                    f"and runtime need {needed / GIB:.1f} GiB per GPU but gpu_memory_utilization gives "
-                    f"{hbm / GIB:.1f} GiB (short by {(needed - hbm) / GIB:.1f} GiB); raise --tp, quantize, or "
-                    "pick a larger GPU")
+                    f"and runtime need {budget.non_kv / GIB:.1f} GiB per GPU but gpu_memory_utilization gives "
+                    f"{budget.requested / GIB:.1f} GiB (short by {-budget.available / GIB:.1f} GiB); raise --tp, "
+                    "quantize, or pick a larger GPU")
         _require(self.num_gpu_blocks >= 1, "num_gpu_blocks", "must be >= 1")
         max_tokens = self.num_gpu_blocks * self.block_size
         if self.max_model_len > max_tokens:

@@ -10,7 +10,9 @@ meta.json (casys-kaist/LLMServingSim, `bench/examples/<gpu>/<model>/vllm/`).
   matching running + waiting against the requests in the system (see `timeline.align_log`). A
   kv_cache_pct column that is 0 throughout while requests run was not recorded, and is read as
   missing rather than as an empty cache.
-- meta.json: ``model``, ``vllm_version`` and ``engine_kwargs`` (vLLM's argument names).
+- meta.json: ``model``, ``vllm_version`` and ``engine_kwargs`` (vLLM's argument names), and the
+  KV capacity the engine reported when the run recorded it: ``kv_cache.num_gpu_blocks`` (or
+  ``num_gpu_blocks`` in ``engine_kwargs`` or at the top level).
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from rllmsim.errors import ConfigError
-from rllmsim.validate.recorded import EngineArgs, RecordedRun, check_requests
+from rllmsim.validate.recorded import EngineArgs, RecordedRun, check_requests, recorded_num_gpu_blocks
 from rllmsim.validate.timeline import align_log
 from rllmsim.workload.traces import jsonl_records
 
@@ -86,9 +88,14 @@ def _engine(path: Path, notes: list[str]) -> EngineArgs:
         meta = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
         raise ConfigError(f"{path.name}: line {exc.lineno}: not valid JSON ({exc.msg})") from None
+    if not isinstance(meta, dict):
+        raise ConfigError(f"{path.name}: expected a JSON object with engine_kwargs")
     kwargs = dict(meta.get("engine_kwargs") or {})
-    kwargs.setdefault("model", meta.get("model"))
-    kwargs.setdefault("vllm_version", meta.get("vllm_version"))
+    for key in ("model", "vllm_version", "num_gpu_blocks"):
+        kwargs.setdefault(key, meta.get(key))
+    blocks = recorded_num_gpu_blocks(meta, path.name)
+    if blocks is not None:
+        kwargs["num_gpu_blocks"] = blocks
     return EngineArgs.from_mapping(kwargs, path.name)
 
 

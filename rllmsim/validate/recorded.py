@@ -67,11 +67,42 @@ class EngineArgs:
             name = _ALIASES.get(str(key).replace("-", "_"), str(key).replace("-", "_"))
             if name not in known or value is None or value == "":
                 continue
-            out[name] = _convert(name, value, known[name].type, source)
+            out[name] = (_block_count(value, source, str(key)) if name == "num_gpu_blocks"
+                         else _convert(name, value, known[name].type, source))
         return cls(**out)
 
     def to_dict(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+def recorded_num_gpu_blocks(meta: Mapping[str, Any], source: str) -> int | None:
+    """The KV capacity a run's metadata records as ``kv_cache.num_gpu_blocks`` (vLLM's
+    ``cache_config.num_gpu_blocks`` after profiling); None when it has no ``kv_cache`` object.
+    The readers fall back to ``num_gpu_blocks`` in the engine arguments or at the top level."""
+    cache = meta.get("kv_cache")
+    if cache is None:
+        return None
+    if not isinstance(cache, Mapping):
+        raise ConfigError(f"{source}: kv_cache={cache!r} is not an object; expected {{\"num_gpu_blocks\": N}}")
+    value = cache.get("num_gpu_blocks")
+    if value is None:
+        return None
+    if isinstance(value, str):  # a JSON record holds the number itself, not its text
+        raise ConfigError(f"{source}: kv_cache.num_gpu_blocks={value!r} is not a block count (a positive integer)")
+    return _block_count(value, source, "kv_cache.num_gpu_blocks")
+
+
+def _block_count(value: Any, source: str, field_name: str) -> int:
+    """A recorded num_gpu_blocks: a positive integer (an integer string from `vllm bench
+    --metadata num_gpu_blocks=N` too); a bool, a fraction, a non-number or <= 0 is refused."""
+    number: Any = value
+    if isinstance(value, str) and value.strip().lstrip("+").isdigit():
+        number = int(value)
+    if isinstance(number, float) and number.is_integer():
+        number = int(number)
+    if isinstance(number, bool) or not isinstance(number, int) or number < 1:
+        raise ConfigError(f"{source}: {field_name}={value!r} is not a block count (a positive integer)")
+    return number
 
 
 def _convert(name: str, value: Any, kind: Any, source: str) -> Any:

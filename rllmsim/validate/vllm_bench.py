@@ -12,6 +12,7 @@ The result JSON does not hold the server's engine arguments. They are read from,
 file given as `engine_args`, ``<result stem>.engine.json``, ``meta.json`` beside the result (the
 LLMServingSim layout), an ``engine_kwargs`` object inside the result, or the top-level keys that
 `vllm bench serve --metadata key=value` adds. A flat object or one with ``engine_kwargs`` works.
+The engine's KV capacity is read from ``kv_cache.num_gpu_blocks`` there, else ``num_gpu_blocks``.
 
 A timeseries (``<stem>.timeseries.csv`` or ``timeseries.csv`` beside it) has columns
 ``t_monotonic`` (the same clock as start_times) or ``t`` (aligned by matching), and ``running,
@@ -28,7 +29,7 @@ import numpy as np
 import pandas as pd
 
 from rllmsim.errors import ConfigError
-from rllmsim.validate.recorded import EngineArgs, RecordedRun, check_requests
+from rllmsim.validate.recorded import EngineArgs, RecordedRun, check_requests, recorded_num_gpu_blocks
 from rllmsim.validate.timeline import align_log
 
 NEEDED = ("input_lens", "output_lens", "ttfts", "start_times")
@@ -116,6 +117,9 @@ def _engine(path: Path, obj: dict[str, Any], explicit: str | Path | None, notes:
             for key in ("model", "vllm_version", "device", "num_gpu_blocks"):
                 if data.get(key) is not None:
                     kwargs.setdefault(key, data[key])
+            blocks = recorded_num_gpu_blocks(data, candidate.name)
+            if blocks is not None:
+                kwargs["num_gpu_blocks"] = blocks
             notes.append(f"engine arguments from {candidate.name}")
             return EngineArgs.from_mapping(kwargs, candidate.name)
         if explicit:
@@ -125,6 +129,9 @@ def _engine(path: Path, obj: dict[str, Any], explicit: str | Path | None, notes:
         if not isinstance(value, (list, dict)):
             kwargs.setdefault(key, value)
     kwargs["model"] = kwargs.get("model") or obj.get("model_id")
+    blocks = recorded_num_gpu_blocks(obj, path.name)
+    if blocks is not None:
+        kwargs["num_gpu_blocks"] = blocks
     notes.append("no engine-args file: engine arguments from the result's own keys (vllm bench --metadata), "
                  "the rest as vllm serve defaults them")
     return EngineArgs.from_mapping(kwargs, path.name)
