@@ -65,11 +65,15 @@ def test_catalog_files_keep_hf_config_separate(name: str) -> None:
 
     raw = json.loads(resources.files("rllmsim.specs").joinpath("models", f"{name}.json").read_text())
     meta = raw["_rllmsim"]
-    assert set(meta) <= {"hf_id", "published_params_b", "published_active_params_b", "reasoning"}
+    assert set(meta) <= {"hf_id", "published_params_b", "published_active_params_b", "published_mtp_params_b",
+                         "active_convention", "reasoning", "source", "config_source"}
     assert "/" in meta["hf_id"] and isinstance(meta["reasoning"], bool)
+    for key in ("source", "config_source"):  # where the published figures and the config come from
+        assert key not in meta or (isinstance(meta[key], str) and meta[key].strip())
     # The rest is the HF config: no rllmsim-specific keys leak into it.
     assert all(not k.startswith("_") for k in raw if k != "_rllmsim")
-    assert raw["architectures"] and raw["torch_dtype"] == "bfloat16"
+    # Unquantized tensors are bf16 (gpt-oss's config names no dtype; its non-expert weights are bf16).
+    assert raw["architectures"] and raw.get("torch_dtype", raw.get("dtype", "bfloat16")) == "bfloat16"
 
 
 def test_exact_count_against_safetensors_total() -> None:
@@ -201,12 +205,14 @@ def test_config_bad_json_and_empty_dir(tmp_path) -> None:
     assert "config.json" in _one_line(exc)
 
 
-def test_mla_config_is_refused(tmp_path) -> None:
+def test_mla_config_missing_latent_shape_names_key(tmp_path) -> None:
+    # MLA is modelled (tests/test_model_specs.py); an MLA config without its head dims says which is missing.
     path = tmp_path / "config.json"
-    path.write_text(json.dumps({"kv_lora_rank": 512, "hidden_size": 7168}))
+    path.write_text(json.dumps({"kv_lora_rank": 512, "hidden_size": 7168, "num_hidden_layers": 2,
+                                "num_attention_heads": 8, "vocab_size": 100, "max_position_embeddings": 64}))
     with pytest.raises(ConfigError) as exc:
         load_model(path)
-    assert "MLA" in _one_line(exc)
+    assert "qk_nope_head_dim" in _one_line(exc)
 
 
 # ---- GPUs ------------------------------------------------------------------------------------

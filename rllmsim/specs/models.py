@@ -1,15 +1,19 @@
 """What a model is, read from its Hugging Face `config.json`: shapes, parameter counts, KV size.
 
-The catalog (`models/*.json`) ships the published configs verbatim plus one `_rllmsim` block
-(HF id, the parameter count the model card publishes, whether it is a reasoning model), so the
-same parser reads a catalog entry and a user's own `config.json`. Parameter counts are derived
-from the shapes, not copied, and the tests hold them within 2% of the published size: that is
-what keeps weight memory, KV capacity and GEMM FLOPs honest for any config a user brings.
+The catalog (`models/*.json`) ships the published configs (facts only: every shape, attention, MoE,
+rope and quantization field as published) plus one `_rllmsim` block (HF id, the parameter counts the
+model card publishes and where they come from, whether it is a reasoning model), so the same parser
+reads a catalog entry and a user's own `config.json`. Parameter counts are derived from the shapes,
+not copied, and the tests hold them within 2% of the published sizes: that is what keeps weight
+memory, KV capacity and GEMM FLOPs honest for any config a user brings.
 
-Supported: decoder-only transformers with GQA attention and gated (SwiGLU) MLPs - Llama, Qwen2,
-Qwen3, Mistral and their MoE variants (Qwen2-MoE/Qwen3-MoE/Mixtral-style experts, shared experts).
-MLA attention (DeepSeek-V2/V3) is refused rather than mis-sized. Sliding-window layers are sized
-as full attention (an upper bound on KV).
+Supported architectures (`SUPPORTED_ARCHITECTURES`): decoder-only transformers with gated (SwiGLU)
+MLPs and dense or mixture-of-experts layers - Llama, Mistral, Mixtral, Qwen2/Qwen3 (dense and MoE),
+DeepSeek-V3 (MLA attention, dense-first layers, shared experts, MTP layers: DeepSeek-R1/V3.1,
+Kimi-K2), gpt-oss (sliding-window layers, attention sinks, biased experts), MiniMax-M2 and GLM-4.x
+MoE. `rllmsim.specs.attention` describes each model's attention; the KV cache of MLA and
+sliding-window layers is not sized yet (`kv_bytes_per_token` refuses them rather than mis-size).
+See docs/models.md.
 """
 
 from __future__ import annotations
@@ -25,11 +29,34 @@ from pathlib import Path
 from typing import Any
 
 from rllmsim.errors import ConfigError
+from rllmsim.specs.attention import (
+    FULL_ATTENTION,
+    GQA,
+    MLA,
+    SLIDING_ATTENTION,
+    AttentionSpec,
+)
 
+#: `architectures` values the parser models; a config naming none of them is refused.
+SUPPORTED_ARCHITECTURES = frozenset({
+    "LlamaForCausalLM", "MistralForCausalLM", "MixtralForCausalLM",
+    "Qwen2ForCausalLM", "Qwen2MoeForCausalLM", "Qwen3ForCausalLM", "Qwen3MoeForCausalLM",
+    "DeepseekV3ForCausalLM", "GptOssForCausalLM", "MiniMaxM2ForCausalLM", "Glm4MoeForCausalLM",
+})
 # Architectures whose config has no `attention_bias` key but whose q/k/v projections carry one.
 _QKV_BIAS_TYPES = frozenset({"qwen2", "qwen2_moe"})
-# Architectures with a per-head RMSNorm on q and k (weights of head_dim each).
+# Architectures whose `attention_bias` covers q/k/v only: o_proj is built without a bias.
+_NO_O_BIAS_TYPES = frozenset({"glm4_moe"})
+# Architectures with a per-head RMSNorm on q and k (weights of head_dim each) and no config flag.
 _QK_NORM_TYPES = frozenset({"qwen3", "qwen3_moe"})
+# Routers with one bias per expert besides their weights: GLM-4.x's e_score_correction_bias (always
+# built) and gpt-oss's biased router Linear; DeepSeek's comes with `topk_method: noaux_tc`, MiniMax's
+# with `use_routing_bias`.
+_ROUTER_BIAS_TYPES = frozenset({"glm4_moe", "gpt_oss"})
+#: What a published "active parameters" figure counts besides the transformer layers:
+#: "all" (input embedding and lm_head, Qwen's convention), "no_input_embedding" (the lm_head but not
+#: the embedding lookup, DeepSeek's and OpenAI's), "no_embeddings" (neither).
+ACTIVE_CONVENTIONS = ("all", "no_input_embedding", "no_embeddings")
 # Bytes per parameter of the parts vLLM never quantizes (embeddings, lm_head, norms, biases,
 # MoE router): the checkpoint's bf16.
 UNQUANTIZED_BYTES = 2.0
@@ -39,7 +66,9 @@ UNQUANTIZED_BYTES = 2.0
 class ModelSpec:
     """Shapes of one decoder-only model, plus the counts a cost model needs.
 
-    Counts are for the whole model, before any tensor-parallel split.
+    Counts are for the whole model, before any tensor-parallel split. For MLA models
+    `num_kv_heads` is the config's `num_key_value_heads` (= query heads) and `head_dim` the q/k
+    head dimension (`qk_nope_head_dim + qk_rope_head_dim`); `attention` holds the latent shapes.
     """
 
     name: str
@@ -55,20 +84,29 @@ class ModelSpec:
     max_position_embeddings: int
     torch_dtype: str = "bfloat16"
     tie_word_embeddings: bool = False
-    attention_bias: bool = False  # q/k/v projections carry a bias (Qwen2)
+    attention: AttentionSpec = AttentionSpec()
+    attention_bias: bool = False  # q/k/v projections carry a bias (Qwen2, gpt-oss, GLM-4.x)
     o_proj_bias: bool = False
     mlp_bias: bool = False
-    qk_norm: bool = False  # Qwen3's per-head q_norm / k_norm
+    qk_norm: bool = False  # q and k are RMS-normalized (attention.qk_norm says per head or per layer)
     num_experts: int = 0  # routed experts per MoE layer; 0 for a dense model
     num_experts_per_tok: int = 0
     moe_intermediate_size: int = 0
-    num_moe_layers: int = 0  # layers whose MLP is the expert block; the rest are dense
+    num_moe_layers: int = 0  # layers whose MLP is the expert block; the rest (e.g. the first k) are dense
     num_shared_experts: int = 0
     shared_expert_intermediate_size: int = 0  # total width of the always-on shared expert(s)
     shared_expert_gate: bool = False  # Qwen2-MoE's sigmoid gate on the shared expert
+    router_bias: bool = False  # one bias per routed expert (e_score_correction_bias, routing bias)
+    expert_bias: bool = False  # gpt-oss: gate/up and down projections of each expert carry biases
+    num_mtp_layers: int = 0  # multi-token-prediction layers shipped beside the main stack
+    checkpoint_quantization: str | None = None  # quantization_config.quant_method: fp8, mxfp4, ...
+    checkpoint_quantization_format: str = ""  # e.g. "e4m3, 128x128 blocks" or "int4, group 32"
     reasoning: bool = False
     published_params_b: float | None = None
     published_active_params_b: float | None = None
+    published_active_convention: str = "all"  # what the published active figure counts (ACTIVE_CONVENTIONS)
+    published_mtp_params_b: float | None = None
+    published_source: str = ""  # where the published figures come from
 
     # ---- per-layer pieces -------------------------------------------------------------------
     @property
@@ -87,17 +125,34 @@ class ModelSpec:
     def num_dense_layers(self) -> int:
         return self.num_layers - self.num_moe_layers
 
+    @property
+    def attention_kind(self) -> str:
+        """"gqa" or "mla" (`rllmsim.specs.attention`)."""
+        return self.attention.kind
+
     def _attention_linear(self) -> int:
-        """q, k, v, o projection weights of one layer."""
-        h = self.hidden_size
-        return h * self.q_size + 2 * h * self.kv_size + self.q_size * h
+        """Projection weights of one layer's attention: q, k, v, o (GQA) or MLA's five."""
+        h, heads, a = self.hidden_size, self.num_attention_heads, self.attention
+        if not a.is_mla:
+            return h * self.q_size + 2 * h * self.kv_size + self.q_size * h
+        qk_dim = a.qk_nope_head_dim + a.qk_rope_head_dim
+        q = h * a.q_lora_rank + a.q_lora_rank * heads * qk_dim if a.q_lora_rank else h * heads * qk_dim
+        kv_a = h * (a.kv_lora_rank + a.qk_rope_head_dim)  # kv_a_proj_with_mqa: latent + rotary key
+        kv_b = a.kv_lora_rank * heads * (a.qk_nope_head_dim + a.v_head_dim)
+        return q + kv_a + kv_b + heads * a.v_head_dim * h  # ... + o_proj
 
     def _attention_extra(self) -> int:
-        """Biases and q/k norms of one layer's attention."""
+        """Biases, q/k (or MLA latent) norms and attention sinks of one layer."""
+        a = self.attention
         extra = (self.q_size + 2 * self.kv_size) if self.attention_bias else 0
         extra += self.hidden_size if self.o_proj_bias else 0
-        extra += 2 * self.head_dim if self.qk_norm else 0
-        return extra
+        if a.is_mla:
+            extra += a.q_lora_rank + a.kv_lora_rank  # q_a_layernorm, kv_a_layernorm
+        elif a.qk_norm == "per_head":
+            extra += 2 * self.head_dim
+        elif a.qk_norm == "per_layer":
+            extra += self.q_size + self.kv_size
+        return extra + (self.num_attention_heads if a.sinks else 0)
 
     def _gated_mlp(self, width: int) -> int:
         """gate, up and down projection weights of a SwiGLU MLP of the given width."""
@@ -106,9 +161,13 @@ class ModelSpec:
     def _dense_mlp_bias(self) -> int:
         return (2 * self.intermediate_size + self.hidden_size) if self.mlp_bias else 0
 
+    def _expert_bias(self) -> int:
+        return (2 * self.moe_intermediate_size + self.hidden_size) if self.expert_bias else 0
+
     def _router(self) -> int:
         """Router (and shared-expert gate) weights of one MoE layer; vLLM keeps them bf16."""
-        return self.hidden_size * self.num_experts + (self.hidden_size if self.shared_expert_gate else 0)
+        return (self.hidden_size * self.num_experts + (self.num_experts if self.router_bias else 0)
+                + (self.hidden_size if self.shared_expert_gate else 0))
 
     def _moe_linear(self, experts: int) -> int:
         """Expert and shared-expert weights of one MoE layer with `experts` routed experts."""
@@ -135,25 +194,55 @@ class ModelSpec:
 
     # ---- public counts ----------------------------------------------------------------------
     def param_count(self) -> int:
-        """Total stored parameters: embeddings, lm_head unless tied, every layer, final norm."""
+        """Total stored parameters of the main model: embeddings, lm_head unless tied, every layer,
+        final norm. MTP layers are not included (`mtp_param_count`)."""
         norms = self.num_layers * 2 * self.hidden_size + self.hidden_size
-        per_layer_extra = self._attention_extra()
         return (
             self.embedding_params
             + (0 if self.tie_word_embeddings else self.lm_head_params)
             + self._quantizable_params()
-            + self.num_layers * per_layer_extra
+            + self.num_layers * self._attention_extra()
             + self.num_dense_layers * self._dense_mlp_bias()
-            + self.num_moe_layers * self._router()
+            + self.num_moe_layers * (self._router() + self.num_experts * self._expert_bias())
             + norms
         )
 
-    def active_param_count(self) -> int:
-        """Parameters one token touches: as `param_count`, but only the top-k routed experts."""
-        if not self.is_moe:
-            return self.param_count()
-        idle = self.num_experts - self.num_experts_per_tok
-        return self.param_count() - self.num_moe_layers * idle * self._gated_mlp(self.moe_intermediate_size)
+    def active_param_count(self, convention: str = "all") -> int:
+        """Parameters one token touches: as `param_count`, but only the top-k routed experts.
+
+        `convention` says what counts besides the layers (`ACTIVE_CONVENTIONS`): "all" counts the
+        embedding and the lm_head, "no_input_embedding" leaves out the embedding lookup (a gather,
+        not a GEMM), "no_embeddings" leaves out both. A tied matrix counts as the lm_head.
+        """
+        if convention not in ACTIVE_CONVENTIONS:
+            raise ConfigError(f"active-parameter convention {convention!r} is not one of {', '.join(ACTIVE_CONVENTIONS)}")
+        active = self.param_count()
+        if self.is_moe:
+            idle = self.num_experts - self.num_experts_per_tok
+            active -= self.num_moe_layers * idle * (self._gated_mlp(self.moe_intermediate_size) + self._expert_bias())
+        if convention != "all" and not self.tie_word_embeddings:
+            active -= self.embedding_params
+        if convention == "no_embeddings":
+            active -= self.lm_head_params
+        return active
+
+    def mtp_param_count(self) -> int:
+        """Parameters of the multi-token-prediction layers, apart from the main model.
+
+        Each is laid out as DeepSeek-V3's and GLM-4.x's (vLLM `DeepSeekMTP`, `Glm4MoeMTP`): one
+        decoder layer of the model's MoE shape (dense when the model has no experts), `eh_proj`
+        (2 x hidden -> hidden), `enorm`, `hnorm` and the head's norm; the embedding and lm_head are
+        the main model's.
+        """
+        if not self.num_mtp_layers:
+            return 0
+        h = self.hidden_size
+        if self.is_moe:
+            mlp = self._moe_linear(self.num_experts) + self._router() + self.num_experts * self._expert_bias()
+        else:
+            mlp = self._gated_mlp(self.intermediate_size) + self._dense_mlp_bias()
+        layer = self._attention_linear() + self._attention_extra() + mlp + 2 * h
+        return self.num_mtp_layers * (layer + 2 * h * h + 3 * h)
 
     def layer_linear_params_per_token(self) -> int:
         """Linear weights one token multiplies through inside the transformer layers (no lm_head)."""
@@ -189,7 +278,17 @@ class ModelSpec:
         return quantized * weight_bytes_per_param + (total - quantized) * UNQUANTIZED_BYTES
 
     def kv_bytes_per_token(self, kv_dtype_bytes: float) -> float:
-        """K and V cache bytes one token occupies across all layers and KV heads (before TP)."""
+        """K and V cache bytes one token occupies across all layers and KV heads (before TP).
+
+        Full-attention GQA only: an MLA model (which caches one latent per layer, not K and V per
+        head) or one with sliding-window layers (whose cache stops growing at the window) is
+        refused with a ConfigError rather than sized as if it were full GQA.
+        """
+        a = self.attention
+        if a.is_mla or a.has_sliding_window:
+            raise ConfigError(
+                f"{self.name}: the KV cache of its attention ({a.describe()}) is not modelled yet; "
+                "only full-attention GQA models are sized (see docs/models.md)")
         return float(self.num_layers * self.num_kv_heads * self.head_dim * 2 * kv_dtype_bytes)
 
     def attention_flops_per_pair(self) -> int:
@@ -218,12 +317,20 @@ class _Config:
             raise ConfigError(f"{self.source}: {key} = {value!r}; expected an integer >= {minimum}")
         return value
 
+    def number(self, key: str, low: float, high: float) -> float | None:
+        value = self.data.get(key)
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not low < value <= high:
+            raise ConfigError(f"{self.source}: {key} = {value!r}; expected a number in ({low}, {high}]")
+        return float(value)
+
 
 def _moe_layer_count(cfg: _Config, num_layers: int) -> int:
     """How many layers use the expert MLP, following the HF/vLLM placement rules."""
     mlp_only = set(cfg.data.get("mlp_only_layers") or [])
     step = cfg.integer("decoder_sparse_step", 1)  # Qwen2/3-MoE: every step-th layer is sparse
-    first_dense = cfg.integer("first_k_dense_replace", 0, minimum=0)  # DeepSeek: leading dense layers
+    first_dense = cfg.integer("first_k_dense_replace", 0, minimum=0)  # DeepSeek, GLM: leading dense layers
     freq = cfg.integer("moe_layer_freq", 1)
     return sum(
         1
@@ -232,21 +339,119 @@ def _moe_layer_count(cfg: _Config, num_layers: int) -> int:
     )
 
 
-def _spec_from_config(data: dict[str, Any], source: str, name: str) -> ModelSpec:
+def _check_architecture(data: dict[str, Any], source: str) -> None:
+    archs = data.get("architectures")
+    if archs is None:  # a bare config (tests, profiles): judged by its shapes alone
+        return
+    if not isinstance(archs, list) or not all(isinstance(a, str) for a in archs):
+        raise ConfigError(f"{source}: architectures = {archs!r}; expected a list of class names")
+    if not SUPPORTED_ARCHITECTURES.intersection(archs):
+        raise ConfigError(f"{source}: architecture {', '.join(archs) or '(none)'} is not modelled; "
+                          f"supported: {', '.join(sorted(SUPPORTED_ARCHITECTURES))}")
+
+
+def _layer_types(cfg: _Config, layers: int) -> tuple[tuple[str, ...], int | None]:
+    """Per-layer full/sliding pattern and window, from `layer_types` (gpt-oss, newer HF configs).
+
+    Configs without `layer_types` are taken as full attention everywhere: Qwen's `sliding_window`
+    is inert while `use_sliding_window` is false, as in every shipped config.
+    """
+    attn_types = cfg.data.get("attn_type_list")  # MiniMax: 1 = softmax attention, 0 = lightning (linear)
+    if attn_types is not None and (not isinstance(attn_types, list) or any(t != 1 for t in attn_types)):
+        raise ConfigError(f"{cfg.source}: attn_type_list has non-softmax (linear attention) layers; "
+                          "only softmax attention is modelled")
+    types = cfg.data.get("layer_types")
+    if types is None:
+        return (), None
+    allowed = (FULL_ATTENTION, SLIDING_ATTENTION)
+    if not isinstance(types, list) or len(types) != layers or any(t not in allowed for t in types):
+        raise ConfigError(f"{cfg.source}: layer_types must list {layers} entries of {' or '.join(allowed)}")
+    if SLIDING_ATTENTION not in types:
+        return tuple(types), None
+    return tuple(types), cfg.integer("sliding_window")
+
+
+def _attention(cfg: _Config, model_type: str, heads: int, head_dim: int, layers: int) -> AttentionSpec:
+    data = cfg.data
+    layer_types, window = _layer_types(cfg, layers)
+    if data.get("use_qk_norm") is not None and not isinstance(data["use_qk_norm"], bool):
+        raise ConfigError(f"{cfg.source}: use_qk_norm = {data['use_qk_norm']!r}; expected true or false")
+    if model_type in _QK_NORM_TYPES or data.get("use_qk_norm"):
+        qk_norm = "per_layer" if data.get("qk_norm_type") == "per_layer" else "per_head"
+    else:
+        qk_norm = "none"
+    common = {"layer_types": layer_types, "sliding_window": window, "sinks": model_type == "gpt_oss",
+              "qk_norm": qk_norm}
+    if cfg.has("kv_lora_rank"):
+        rope = cfg.integer("qk_rope_head_dim")
+        return AttentionSpec(
+            kind=MLA, q_lora_rank=cfg.integer("q_lora_rank") if cfg.has("q_lora_rank") else 0,
+            kv_lora_rank=cfg.integer("kv_lora_rank"), qk_nope_head_dim=cfg.integer("qk_nope_head_dim"),
+            qk_rope_head_dim=rope, v_head_dim=cfg.integer("v_head_dim"), rotary_dim=rope, **common)
+    rotary = cfg.integer("rotary_dim") if cfg.has("rotary_dim") else None  # MiniMax
+    factor = cfg.number("partial_rotary_factor", 0.0, 1.0)  # GLM-4.x
+    if rotary is None and factor is not None:
+        rotary = round(head_dim * factor)
+    if rotary is not None and rotary > head_dim:
+        raise ConfigError(f"{cfg.source}: rotary_dim {rotary} exceeds head_dim {head_dim}")
+    return AttentionSpec(kind=GQA, rotary_dim=None if rotary == head_dim else rotary, **common)
+
+
+def _quantization(data: dict[str, Any], source: str) -> tuple[str | None, str]:
+    """quant_method and a short format of a checkpoint's quantization_config (bytes come later)."""
+    qc = data.get("quantization_config")
+    if qc is None:
+        return None, ""
+    if not isinstance(qc, dict) or not isinstance(qc.get("quant_method"), str):
+        raise ConfigError(f"{source}: quantization_config must be an object with a quant_method string")
+    method = qc["quant_method"]
+    parts: list[str] = []
+    if isinstance(qc.get("fmt"), str):
+        parts.append(qc["fmt"])
+    block = qc.get("weight_block_size")
+    if isinstance(block, list) and len(block) == 2:
+        parts.append(f"{block[0]}x{block[1]} blocks")
+    if isinstance(qc.get("scale_fmt"), str):
+        parts.append(f"{qc['scale_fmt']} scales")
+    for group in (qc.get("config_groups") or {}).values():  # compressed-tensors
+        weights = group.get("weights") if isinstance(group, dict) else None
+        if isinstance(weights, dict):
+            parts.append(f"{weights.get('type', '')}{weights.get('num_bits', '')} weights"
+                         + (f", group {weights['group_size']}" if weights.get("group_size") else ""))
+    if isinstance(qc.get("format"), str):
+        parts.append(qc["format"])
+    return method, ", ".join(parts) or method
+
+
+def _meta(data: dict[str, Any], source: str) -> dict[str, Any]:
     meta = data.get("_rllmsim") or {}
     if not isinstance(meta, dict):
         raise ConfigError(f"{source}: _rllmsim must be an object with hf_id/published_params_b/reasoning")
+    for key in ("published_params_b", "published_active_params_b", "published_mtp_params_b"):
+        value = meta.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0):
+            raise ConfigError(f"{source}: _rllmsim.{key} = {value!r}; expected a positive number of billions")
+    convention = meta.get("active_convention", "all")
+    if convention not in ACTIVE_CONVENTIONS:
+        raise ConfigError(f"{source}: _rllmsim.active_convention = {convention!r}; "
+                          f"expected one of {', '.join(ACTIVE_CONVENTIONS)}")
+    return meta
+
+
+def _spec_from_config(data: dict[str, Any], source: str, name: str) -> ModelSpec:
+    meta = _meta(data, source)
     if data.get("num_hidden_layers") is None and isinstance(data.get("text_config"), dict):
         data = {**data["text_config"], "_name_or_path": data.get("_name_or_path")}
-    if data.get("kv_lora_rank"):
-        raise ConfigError(f"{source}: MLA attention (kv_lora_rank, DeepSeek-V2/V3) is not modelled; use a GQA model")
+    _check_architecture(data, source)
     cfg = _Config(data, source)
     model_type = str(data.get("model_type") or "unknown")
     layers = cfg.integer("num_hidden_layers")
     hidden = cfg.integer("hidden_size")
     heads = cfg.integer("num_attention_heads")
     kv_heads = cfg.integer("num_key_value_heads", heads)
-    if cfg.has("head_dim"):
+    if cfg.has("kv_lora_rank"):  # MLA: the q/k head is the no-rope part plus the rotary part
+        head_dim = cfg.integer("qk_nope_head_dim") + cfg.integer("qk_rope_head_dim")
+    elif cfg.has("head_dim"):
         head_dim = cfg.integer("head_dim")
     elif hidden % heads:
         raise ConfigError(f"{source}: hidden_size {hidden} is not divisible by num_attention_heads {heads}; add head_dim")
@@ -254,6 +459,7 @@ def _spec_from_config(data: dict[str, Any], source: str, name: str) -> ModelSpec
         head_dim = hidden // heads
     if heads % kv_heads:
         raise ConfigError(f"{source}: num_attention_heads {heads} is not a multiple of num_key_value_heads {kv_heads}")
+    attention = _attention(cfg, model_type, heads, head_dim, layers)
 
     experts = 0
     for key in ("num_experts", "num_local_experts", "n_routed_experts"):
@@ -267,23 +473,30 @@ def _spec_from_config(data: dict[str, Any], source: str, name: str) -> ModelSpec
     inter = cfg.integer("intermediate_size", None if moe_layers < layers else 0, minimum=0)
     moe_inter = cfg.integer("moe_intermediate_size", inter or None) if experts else 0
     shared_experts = shared_inter = 0
-    if experts and cfg.has("n_shared_experts"):  # DeepSeek: n copies of the expert width
+    if experts and cfg.has("n_shared_experts"):  # DeepSeek, GLM: n copies of the expert width
         shared_experts = cfg.integer("n_shared_experts", minimum=0)
         shared_inter = shared_experts * moe_inter
     elif experts and cfg.has("shared_expert_intermediate_size"):  # Qwen2-MoE: one wide expert
         shared_inter = cfg.integer("shared_expert_intermediate_size", minimum=0)
         shared_experts = 1 if shared_inter else 0
 
-    if "attention_bias" in data:  # Llama/Qwen3/Mistral: one flag for q, k, v and o
-        qkv_bias = o_bias = bool(data["attention_bias"])
+    if "attention_bias" in data:  # Llama/Qwen3/Mistral/gpt-oss: one flag for q, k, v and o
+        qkv_bias = bool(data["attention_bias"])
+        o_bias = qkv_bias and model_type not in _NO_O_BIAS_TYPES
     else:
         qkv_bias, o_bias = model_type in _QKV_BIAS_TYPES, False
+    if attention.is_mla and qkv_bias:
+        raise ConfigError(f"{source}: MLA attention with attention_bias is not modelled")
+    router_bias = bool(experts) and (data.get("topk_method") == "noaux_tc" or data.get("use_routing_bias") is True
+                                     or model_type in _ROUTER_BIAS_TYPES)
+    mtp = cfg.integer("num_nextn_predict_layers", 0, minimum=0)  # DeepSeek-V3, GLM-4.x
+    if not mtp and data.get("use_mtp") is True:  # MiniMax-M2: modules of mtp_transformer_layers each
+        mtp = cfg.integer("num_mtp_modules", 0, minimum=0) * cfg.integer("mtp_transformer_layers", 1)
+    quant_method, quant_format = _quantization(data, source)
 
     published = meta.get("published_params_b")
     active = meta.get("published_active_params_b")
-    for key, value in (("published_params_b", published), ("published_active_params_b", active)):
-        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0):
-            raise ConfigError(f"{source}: _rllmsim.{key} = {value!r}; expected a positive number of billions")
+    mtp_published = meta.get("published_mtp_params_b")
     return ModelSpec(
         name=name,
         hf_id=str(meta.get("hf_id") or data.get("_name_or_path") or name),
@@ -298,10 +511,11 @@ def _spec_from_config(data: dict[str, Any], source: str, name: str) -> ModelSpec
         max_position_embeddings=cfg.integer("max_position_embeddings"),
         torch_dtype=str(data.get("torch_dtype") or data.get("dtype") or "bfloat16"),
         tie_word_embeddings=bool(data.get("tie_word_embeddings", False)),
+        attention=attention,
         attention_bias=qkv_bias,
         o_proj_bias=o_bias,
         mlp_bias=bool(data.get("mlp_bias", False)),
-        qk_norm=model_type in _QK_NORM_TYPES,
+        qk_norm=attention.qk_norm != "none",
         num_experts=experts,
         num_experts_per_tok=top_k,
         moe_intermediate_size=moe_inter,
@@ -309,9 +523,17 @@ def _spec_from_config(data: dict[str, Any], source: str, name: str) -> ModelSpec
         num_shared_experts=shared_experts,
         shared_expert_intermediate_size=shared_inter,
         shared_expert_gate=bool(shared_inter) and model_type == "qwen2_moe",
+        router_bias=router_bias,
+        expert_bias=bool(experts) and model_type == "gpt_oss",
+        num_mtp_layers=mtp,
+        checkpoint_quantization=quant_method,
+        checkpoint_quantization_format=quant_format,
         reasoning=bool(meta.get("reasoning", False)),
         published_params_b=None if published is None else float(published),
         published_active_params_b=None if active is None else float(active),
+        published_active_convention=str(meta.get("active_convention", "all")),
+        published_mtp_params_b=None if mtp_published is None else float(mtp_published),
+        published_source=str(meta.get("source") or ""),
     )
 
 
