@@ -4,7 +4,9 @@
 
 One vLLM version per op and GPU (the requested one where measured, else the newest), so what
 ships stays small. Each GPU folder gets the tables, `tables.json` with the provenance of every
-table, and the licence of each source. Re-running it reproduces the shipped files.
+table, and the licence of each source; `fitted_efficiency.json` holds the efficiency curves fitted
+across them for GPUs without tables (`rllmsim/cost/kernels/fitted.py`). Re-running it reproduces
+the shipped files.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from rllmsim.cost.kernels import fitted  # noqa: E402
 from rllmsim.cost.kernels.importers import aiconfigurator, llmservingsim  # noqa: E402
 from rllmsim.cost.kernels.tables import KernelTables  # noqa: E402
 from rllmsim.errors import ConfigError  # noqa: E402
@@ -64,6 +67,10 @@ def build(shared: Path, out: Path, vllm_version: str) -> list[str]:
         for licence in licences[gpu]:
             shutil.copyfile(licence, out / gpu / f"LICENSE-{licence.parent.name}")
         (out / gpu / "PROVENANCE.md").write_text(provenance(gpu, tables))
+    # the fitted roofline of GPUs without tables: efficiency curves across the folders just written
+    fit_on = {gpu: KernelTables.load(out / gpu) for gpu in fitted.FIT_GPUS if gpu in built}
+    if fit_on:
+        fitted.write(fitted.fit(fit_on), out / fitted.FILENAME)
     return sorted(built)
 
 
@@ -96,6 +103,8 @@ def main() -> None:
     for gpu in build(args.shared, args.out, args.vllm_version):
         size = sum(p.stat().st_size for p in (args.out / gpu).rglob("*") if p.is_file())
         print(f"{gpu}: {size / 1e6:.2f} MB")
+    if (args.out / fitted.FILENAME).is_file():
+        print(f"{fitted.FILENAME}: {(args.out / fitted.FILENAME).stat().st_size / 1e6:.2f} MB")
 
 
 if __name__ == "__main__":

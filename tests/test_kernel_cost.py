@@ -124,11 +124,12 @@ def test_eager_mode_and_graph_padding_change_decode_costs() -> None:
     assert eager.breakdown(0, 0, 3, 500)["qkv_proj"] != eager.breakdown(0, 0, 4, 500)["qkv_proj"]
 
 
-def test_a_gpu_without_tables_gets_the_roofline_and_says_so() -> None:
+def test_a_gpu_without_tables_gets_the_fitted_roofline_and_says_so() -> None:
     cost = cost_model_for(_deployment("qwen3-8b", "l4", max_model_len=8192))
-    assert isinstance(cost, RooflineCostModel)
-    assert "no kernel tables for l4" in cost.provenance()["note"]
-    with pytest.raises(ConfigError, match="no kernel tables for l4"):
+    assert isinstance(cost, KernelCostModel)  # on tables synthesised by kernels/fitted.py
+    assert cost.provenance()["tables"]["location"].startswith("fitted roofline (no kernel tables for l4")
+    assert isinstance(cost_model_for(_deployment("qwen3-8b", "l4", max_model_len=8192), "roofline"), RooflineCostModel)
+    with pytest.raises(ConfigError, match="no kernel tables for l4"):  # measured kernels asked for
         cost_model_for(_deployment("qwen3-8b", "l4", max_model_len=8192), "kernels")
 
 

@@ -1,9 +1,10 @@
 """Which cost model times a deployment's steps: `--cost-model roofline|kernels|CALIBRATION.json`.
 
 The default is the op-level kernel model wherever the GPU has measured kernel tables (shipped, or
-given with `--kernel-tables`), and the roofline elsewhere; a deployment the tables cannot time
-(a quantization or TP degree never measured on that GPU) falls back to the roofline and its
-provenance says why.
+given with `--kernel-tables`); a GPU without tables gets the same model on tables synthesised
+from its datasheet peaks and efficiency curves fitted across the measured GPUs (the fitted
+roofline, `kernels/fitted.py`); a deployment neither can time (a quantization or TP degree never
+measured) falls back to the plain roofline, and the provenance says why.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from rllmsim.cost.base import CostModel
+from rllmsim.cost.kernels import fitted
 from rllmsim.cost.kernels.model import KernelCostModel
 from rllmsim.cost.kernels.tables import KernelTables, shipped_gpus, shipped_tables
 from rllmsim.cost.roofline import RooflineCostModel
@@ -38,8 +40,17 @@ def cost_model_for(deployment: Deployment, kind: str = "auto", kernel_tables: st
     if tables is None:
         if kind == "kernels":
             raise ConfigError(f"--cost-model kernels: no kernel tables for {deployment.gpu.name}; GPUs with "
-                              f"tables: {', '.join(shipped_gpus())}; or give --kernel-tables DIR")
-        return RooflineCostModel(deployment, note=f"no kernel tables for {deployment.gpu.name}")
+                              f"tables: {', '.join(shipped_gpus())}; or give --kernel-tables DIR (the default, "
+                              "auto, times it with the fitted roofline)")
+        synthetic = fitted.fitted_tables(deployment.gpu)
+        note = f"no kernel tables for {deployment.gpu.name}"
+        if synthetic is None:
+            return RooflineCostModel(deployment, note=note)
+        try:
+            return KernelCostModel(deployment, synthetic, tables_label=fitted.label(deployment.gpu, synthetic))
+        except ConfigError as exc:
+            return RooflineCostModel(deployment,
+                                     note=f"{note}, and the fitted roofline cannot time this deployment: {exc}")
     try:
         return KernelCostModel(deployment, tables, tables_label=label)
     except ConfigError as exc:
