@@ -17,7 +17,7 @@ AIC_HEADER = ("id,silicon_data_source,backend,backend_version,model_path,system,
 # disaggregated run, and a batch size that is not a recorded concurrency
 AIC_ROWS = [
     "a,source_file=x.csv; silicon_concurrency=4,vllm,0.12.0,Qwen/Qwen3-32B,h100_sxm,,agg,512,32,4,2,120.0,15.0",
-    "b,source_file=x.csv; silicon_concurrency=8,vllm,0.12.0,openai/gpt-oss-120b,h100_sxm,fp4,agg,512,32,8,4,50.0,5.0",
+    "b,source_file=x.csv; silicon_concurrency=8,vllm,0.12.0,acme/Uncatalogued-120B,h100_sxm,fp4,agg,512,32,8,4,50.0,5.0",
     "c,source_file=x.csv,vllm,0.12.0,Qwen/Qwen3-32B,h100_sxm,fp8,disagg,512,32,,,300.0,9.0",
     "d,source_file=x.csv,vllm,0.12.0,Qwen/Qwen3-32B,h100_sxm,fp8,agg,512,32,8,4,100.0,9.0",
 ]
@@ -61,7 +61,7 @@ def test_closed_loop_csv_end_to_end(tmp_path: Path) -> None:
     out = tmp_path / "c"
     result = _invoke(str(csv), "--requests-per-user", "2", "--out", str(out))
     assert result.exit_code == 0, result.output
-    assert "skipped 1 rows: unknown model 'openai/gpt-oss-120b'" in result.output
+    assert "skipped 1 rows: unknown model 'acme/Uncatalogued-120B'" in result.output
     assert "excluded from MAPE 1 rows" in result.output
     assert "all users start at t=0, 2 requests per user" in result.output
     assert "lockstep" not in result.output and "staggered" not in result.output
