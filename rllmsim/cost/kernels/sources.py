@@ -11,6 +11,8 @@ kernels, the sampler) and is counted as extrapolated.
 
 from __future__ import annotations
 
+import math
+
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -40,7 +42,7 @@ class OpTimes:
     seq_ops: dict[str, np.ndarray] = field(default_factory=dict)
     seq_outside: dict[str, np.ndarray] = field(default_factory=dict)
     decode_attention: Grid | None = None  # rows: decoding sequences, cols: context per sequence
-    prefill_attention: Grid | None = None  # rows: chunk tokens, cols: context after the chunk
+    prefill_attention: "Grid | PrefillFromEmpty | None" = None  # (chunk tokens, context after the chunk)
     mixed_attention: MixedGrid | None = None  # one chunk and decodes in one call, where measured
     attention_exact_shape: bool = True
     sources: dict[str, str] = field(default_factory=dict)
@@ -70,6 +72,26 @@ def _attention_rows(table: pd.DataFrame, shapes: LayerShapes, kv_dtype: str, col
     work = shapes.kv_heads if column == "context" else shapes.heads
     scale = work * shapes.head_dim / (float(best["kv_heads" if column == "context" else "heads"]) * float(best["head_dim"]))
     return rows, scale, False
+
+
+class PrefillFromEmpty:
+    """Prefill attention measured from an empty cache (one sequence of `isl` tokens), asked for a
+    chunk after cached context: the sequence length with the same causal query-key pairs, so the
+    time grows monotonically with the work. Answers as a `Grid` does (`at_row_scalar`)."""
+
+    def __init__(self, curve: Curve) -> None:
+        self.curve = curve
+
+    @staticmethod
+    def _length(chunk: float, context: float) -> float:
+        pairs = chunk * (context - chunk) + chunk * (chunk + 1) / 2
+        return (math.sqrt(8 * pairs + 1) - 1) / 2
+
+    def at_row_scalar(self, chunk: float, context: float) -> float:
+        return self.curve.scalar(self._length(chunk, context))
+
+    def outside_scalar(self, chunk: float, context: float) -> bool:
+        return self._length(chunk, context) > self.curve.x_max
 
 
 def _scaled_grid(rows: pd.DataFrame, row: str, col: str, scale: float, col_offset: np.ndarray | None = None) -> Grid:
@@ -117,8 +139,8 @@ def from_database(tables: KernelTables, shapes: LayerShapes, dtype: str, kv_dtyp
     out.decode_attention = _scaled_grid(rows, "batch", "context", scale)
     rows, scale, exact_ctx = _attention_rows(ctx, shapes, kv_dtype, "isl")
     rows = rows[rows["batch"] == rows["batch"].min()]
-    # one sequence prefilled from empty: chunk = isl, context after it = isl
-    out.prefill_attention = _scaled_grid(rows, "isl", "isl", scale)
+    out.prefill_attention = PrefillFromEmpty(Curve.from_points(rows["isl"].to_numpy(),
+                                                               rows["latency_us"].to_numpy() * scale))
     out.attention_exact_shape = exact_gen and exact_ctx
     out.sources = {"linear": "kernel database", "attention": "kernel database"}
     return out
