@@ -57,6 +57,7 @@ class Deployment:
     async_scheduling: bool | None = None  # None: the vLLM version's default
     enforce_eager: bool = False
     disable_custom_all_reduce: bool = False
+    enable_expert_parallel: bool = False  # MoE experts sharded over the TP ranks instead of split
 
     def __post_init__(self) -> None:
         _require(self.tp >= 1 and self.tp & (self.tp - 1) == 0, "tp", f"must be a power of two, got {self.tp}")
@@ -70,6 +71,8 @@ class Deployment:
         quantization_weight_bytes(self.quantization)  # raises ConfigError for unknown names
         dtype_bytes(self.kv_cache_dtype)  # raises ConfigError for unknown names
         self._check_speculative()
+        _require(not self.enable_expert_parallel or self.model.num_experts > 0, "enable_expert_parallel",
+                 f"needs a mixture-of-experts model; {self.model.name} is dense")
         version = parse_vllm_version(self.vllm_version)
         if self.async_scheduling is None:
             object.__setattr__(self, "async_scheduling", version >= ASYNC_SCHEDULING_DEFAULT_SINCE)

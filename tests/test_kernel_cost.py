@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -252,3 +254,16 @@ def test_all_reduce_is_vllms_own_dispatch_unless_custom_all_reduce_is_disabled()
     rows = table[(table["impl"] == "vllm_graph") & (table["num_gpus"] == 2)]
     expected = 2 * 64 * Curve.from_points(rows["bytes"].to_numpy(), rows["latency_us"].to_numpy())(8 * 5120 * 2) * 1e-6
     assert measured.breakdown(0, 0, 8, 1000)["allreduce"] == pytest.approx(float(expected))
+
+
+def test_expert_parallel_moe_uses_the_ep_measurements_and_needs_a_moe_model() -> None:
+    d = _deployment("minimax-m2.5", tp=4, quantization="fp8", max_model_len=8192)
+    ep = dataclasses.replace(d, enable_expert_parallel=True)
+    table = shipped_tables("h100-sxm").table("moe")
+    rows = table[(table["dtype"] == "fp8_block") & (table["hidden"] == 3072) & (table["experts"] == 256)
+                 & (table["tp"] == 1) & (table["ep"] == 4) & (table["tokens"] == 4)]
+    measured = float(rows["latency_us"].iloc[0]) * 62 * 1e-6  # 62 MoE layers
+    assert KernelCostModel(ep, shipped_tables("h100-sxm")).breakdown(0, 0, 4, 1000)["moe"] == pytest.approx(measured)
+    assert KernelCostModel(d, shipped_tables("h100-sxm")).breakdown(0, 0, 4, 1000)["moe"] != pytest.approx(measured)
+    with pytest.raises(ConfigError, match="enable_expert_parallel needs a mixture-of-experts model"):
+        _deployment("qwen3-8b", enable_expert_parallel=True, max_model_len=8192)

@@ -50,6 +50,8 @@ _DEPLOYMENT_OPTIONS = [
                  help="Overlap host work with the GPU step (default: as the vLLM version does)."),
     click.option("--enforce-eager", is_flag=True, help="No CUDA graphs: every step launches its kernels."),
     click.option("--disable-custom-all-reduce", is_flag=True, help="TP all-reduces through NCCL only."),
+    click.option("--enable-expert-parallel", is_flag=True,
+                 help="MoE: each TP rank holds whole experts (expert parallelism) instead of a slice of every expert."),
     click.option("--router", type=click.Choice(sorted(ROUTERS)), default="round-robin", show_default=True),
 ]
 
@@ -94,6 +96,7 @@ DEPLOYMENT_KEYS = ("tp", "replicas", "quantization", "kv_cache_dtype", "max_num_
                    "max_model_len", "gpu_memory_utilization", "block_size", "enable_chunked_prefill",
                    "num_gpu_blocks_override", "enable_prefix_caching", "scheduler_reserve_full_isl",
                    "vllm_version", "async_scheduling", "enforce_eager", "disable_custom_all_reduce",
+                   "enable_expert_parallel",
                    "speculative_method", "spec_acceptance_rate")
 WORKLOAD_KEYS = ("arrival", "rate", "cv", "burstiness", "dataset", "lengths_file", "max_tokens", "num_requests",
                  "concurrency", "think_time_s", "trace", "trace_format", "time_scale", "shared_prefix_tokens",

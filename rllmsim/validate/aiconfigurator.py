@@ -68,6 +68,8 @@ class ClosedLoopCase:
     tpot_ms: float
     backend_version: str
     concurrency_recorded: bool = True
+    moe_ep: int = 1
+    attention_dp: int = 1
 
 
 def read_aiconfigurator(path: str | Path) -> list[ClosedLoopCase]:
@@ -89,6 +91,7 @@ def read_aiconfigurator(path: str | Path) -> list[ClosedLoopCase]:
             ttft_ms=float(r["silicon_ttft_ms"]), tpot_ms=float(r["silicon_tpot_ms"]),
             backend_version=str(r.get("backend_version")) if isinstance(r.get("backend_version"), str) else "",
             concurrency_recorded="silicon_concurrency=" in str(r.get("silicon_data_source", "")),
+            moe_ep=max(_int(r.get("moe_ep_size")), 1), attention_dp=max(_int(r.get("attention_dp_size")), 1),
         ))
     return cases
 
@@ -106,8 +109,14 @@ def case_deployment(case: ClosedLoopCase, gpu: str | None = None) -> Deployment:
         raise ConfigError("no batch_size or tp_size")
     if case.precision not in ("bf16", "fp16") and case.precision not in QUANT:
         raise ConfigError(f"precision {case.precision} is not modelled")
+    if case.attention_dp > 1:
+        raise ConfigError(f"attention_dp_size {case.attention_dp}: data-parallel attention is not modelled yet")
+    if case.moe_ep > 1 and case.moe_ep != case.tp:
+        raise ConfigError(f"moe_ep_size {case.moe_ep} with tp_size {case.tp}: only experts sharded over the TP group "
+                          "(vLLM's --enable-expert-parallel without data parallelism) are modelled")
     return Deployment(model=model, gpu=load_gpu(gpu or case.system), tp=case.tp,
                       quantization=QUANT.get(case.precision), max_model_len=case.isl + case.osl,
+                      enable_expert_parallel=case.moe_ep > 1,
                       **({"vllm_version": case.backend_version} if case.backend_version else {}))
 
 

@@ -122,7 +122,9 @@ class KernelCostModel:
     def _add_moe(self, tokens: np.ndarray) -> None:
         d, m = self.deployment, self.deployment.model
         args = (gemm_dtype(d), m.hidden_size, m.moe_intermediate_size, m.num_experts_per_tok, m.num_experts, d.tp)
-        found = sources.moe_from_database(self.tables, *args, tokens)
+        # with expert parallelism each rank runs whole experts: moe_tp 1, moe_ep = the TP group
+        tp, ep = (1, d.tp) if d.enable_expert_parallel else (d.tp, 1)
+        found = sources.moe_from_database(self.tables, *args[:5], tp, tokens, ep=ep)
         if found is None:
             found = sources.routed_experts_from_gemms(self.tables, args[0], self.shapes, *args[1:], tokens)
             self.ops.sources["moe"] = "GEMM tables per touched expert"
@@ -158,6 +160,12 @@ class KernelCostModel:
         calls = 2 * self.shapes.layers
         self.ops.token_ops["allreduce"] = calls * time * (tokens > 0)
         self.ops.token_outside["allreduce"] = outside
+        if self.shapes.norm_allreduces:
+            # a q/k RMSNorm over the whole layer all-reduces its fp32 variance, 4 bytes a token
+            curve = graph if graph is not None else nccl
+            variance = np.where(self._graphed, curve(padded * 4.0), (eager or curve)(padded * 4.0))
+            self.ops.token_ops["norm_allreduce"] = self.shapes.norm_allreduces * self.shapes.layers * variance * (tokens > 0)
+            self.ops.token_outside["norm_allreduce"] = curve.outside(padded * 4.0)
 
     # -- step time ------------------------------------------------------------------------------
     # A scheduled step is costed on Python floats, a fast-forwarded run on arrays; both use the

@@ -56,15 +56,20 @@ class LayerShapes:
     layers: int
     moe_layers: int
     allreduce_bytes_per_token: int
+    norm_allreduces: int  # per layer: q/k RMSNorms over the whole layer reduce their variance across TP
     elementwise_bytes_per_token: float  # per layer
     elementwise_kernels: int  # per layer
 
 
 def gemm_dtype(deployment: Deployment) -> str:
-    """The kernel-table GEMM dtype vLLM runs for a quantization method."""
+    """The kernel-table GEMM dtype vLLM runs for a quantization method: fp8 of a checkpoint
+    quantized in blocks (DeepSeek-style 128x128 scales) runs block-scaled GEMMs."""
     method = deployment.quantization
     if method is None:
         return "bfloat16"
+    model = deployment.model
+    if method == "fp8" and model.checkpoint_quantization == "fp8" and "block" in model.checkpoint_quantization_format:
+        return "fp8_block"
     return {"fp8": "fp8", "fp8_block": "fp8_block", "nvfp4": "nvfp4"}.get(method, method)
 
 
@@ -97,6 +102,7 @@ def layer_shapes(deployment: Deployment) -> LayerShapes:
         layers=m.num_layers,
         moe_layers=m.num_moe_layers,
         allreduce_bytes_per_token=h * ACTIVATION_BYTES,
+        norm_allreduces=2 if m.attention.qk_norm == "per_layer" and tp > 1 else 0,
         elementwise_bytes_per_token=per_token * ACTIVATION_BYTES,
         elementwise_kernels=5 if m.qk_norm else 4,
     )

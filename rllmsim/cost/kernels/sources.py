@@ -123,7 +123,7 @@ def from_database(tables: KernelTables, shapes: LayerShapes, dtype: str, kv_dtyp
         curve, outside = _gemm_curve(tables, dtype, op.n, op.k)
         out.token_ops[op.name] = op.layers * curve(tokens) * (tokens > 0)
         out.token_outside[op.name] = curve.outside(tokens) | outside
-    if dtype == "fp8":
+    if dtype in ("fp8", "fp8_block"):  # block-scaled inputs: the same two kernels, per 128-wide group
         _add_activation_quant(out, tables, shapes, tokens)
     lm_curve, lm_outside = _gemm_curve(tables, dtype, shapes.lm_head.n, shapes.lm_head.k)
     out.seq_ops["lm_head"] = lm_curve(seqs) * (seqs > 0)
@@ -214,13 +214,14 @@ def from_layer_profile(profile: LayerProfile, shapes: LayerShapes, tokens: np.nd
 
 
 def moe_from_database(tables: KernelTables, dtype: str, hidden: int, inter: int, topk: int, experts: int,
-                      tp: int, tokens: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
-    """Fused-MoE time per MoE layer against tokens, where this exact expert shape was measured."""
+                      tp: int, tokens: np.ndarray, ep: int = 1) -> tuple[np.ndarray, np.ndarray] | None:
+    """Fused-MoE time per MoE layer against tokens, where this exact expert shape and split
+    (moe_tp x moe_ep) was measured."""
     moe = tables.table("moe")
     if moe is None:
         return None
     rows = moe[(moe["dtype"] == dtype) & (moe["hidden"] == hidden) & (moe["inter"] == inter) & (moe["topk"] == topk)
-               & (moe["experts"] == experts) & (moe["tp"] == tp) & (moe["ep"] == 1)]
+               & (moe["experts"] == experts) & (moe["tp"] == tp) & (moe["ep"] == ep)]
     if rows.empty:
         return None
     curve = Curve.from_points(rows["tokens"].to_numpy(), rows["latency_us"].to_numpy())
