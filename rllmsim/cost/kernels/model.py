@@ -54,6 +54,11 @@ class OpScales:
         return {name: float(getattr(self, name)) for name in OP_GROUPS}
 
 
+#: Attributes that belong to one model instance, never shared through the build cache.
+_PER_RUN = frozenset({"deployment", "tables", "tables_label", "host", "scales", "calibration",
+                      "seconds_total", "seconds_outside"})
+
+
 class KernelCostModel:
     """Step time of one replica of `deployment` from its GPU's measured kernel tables."""
 
@@ -62,12 +67,35 @@ class KernelCostModel:
                  calibration: dict[str, Any] | None = None) -> None:
         """`scales` multiply the op groups' table times and `host` replaces the assumed host time
         (both fitted by a kernel correction, named by `calibration` in the provenance)."""
-        self.deployment = d = deployment
+        self.deployment = deployment
         self.tables = tables
         self.tables_label = tables_label
         self.host = host or HostParams()
         self.scales = scales or OpScales()
         self.calibration = calibration
+        key = self._cache_key()
+        built = tables.built_models.get(key) if key is not None else None
+        if built is None:
+            self._build()
+            if key is not None:
+                tables.built_models[key] = {name: value for name, value in vars(self).items() if name not in _PER_RUN}
+        else:
+            vars(self).update(built)
+        self.seconds_total = 0.0
+        self.seconds_outside = 0.0
+
+    def _cache_key(self) -> tuple | None:
+        """What the built tables depend on: a sweep or a probe builds the same deployment many
+        times, and building takes a good fraction of a second; None if it cannot be hashed."""
+        key = (dataclasses.replace(self.deployment, replicas=1), self.host, self.scales)
+        try:
+            hash(key)
+        except TypeError:
+            return None
+        return key
+
+    def _build(self) -> None:
+        d, tables = self.deployment, self.tables
         self.shapes = shapes = layer_shapes(d)
         spec_tokens = 1 + d.num_speculative_tokens
         self._max_tokens = max(d.max_num_batched_tokens, d.max_num_seqs * spec_tokens) + 1
@@ -110,8 +138,6 @@ class KernelCostModel:
             self._attention_factor = self._layers * US * self.scales.attention
         self._decode_rows: dict[int, tuple[TabulatedCurve, bool]] = {}
         self._run_terms: dict[tuple[int, int], tuple[float, float, float]] = {}
-        self.seconds_total = 0.0
-        self.seconds_outside = 0.0
 
     # -- construction ---------------------------------------------------------------------------
     def _padded_tokens(self, tokens: np.ndarray) -> np.ndarray:

@@ -115,8 +115,9 @@ def from_database(tables: KernelTables, shapes: LayerShapes, dtype: str, kv_dtyp
     """Op times from an aiconfigurator-style kernel database."""
     out = OpTimes()
     gemm = tables.table("gemm")
-    if gemm is None or dtype not in set(gemm["dtype"]):
-        have = sorted(set(gemm["dtype"])) if gemm is not None else []
+    measured = set(gemm["dtype"].unique().tolist()) if gemm is not None else set()
+    if dtype not in measured:
+        have = sorted(measured)
         raise ConfigError(f"kernel tables of {tables.meta.get('device', 'this GPU')} have no {dtype} GEMMs "
                           f"(measured: {', '.join(have) or 'none'}); use --cost-model roofline")
     for op in shapes.gemms:

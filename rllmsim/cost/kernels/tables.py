@@ -76,6 +76,8 @@ class KernelTables:
     meta: dict[str, Any]
     layer_profiles: list[LayerProfile] = field(default_factory=list)
     _grids: dict[str, GemmGrid] = field(default_factory=dict, repr=False, compare=False)
+    #: per-deployment state of the cost models built on these tables (see KernelCostModel)
+    built_models: dict[Any, dict[str, Any]] = field(default_factory=dict, repr=False, compare=False)
 
     def table(self, name: str) -> pd.DataFrame | None:
         return self.tables.get(name)
