@@ -68,6 +68,9 @@ class Deployment:
                  f"must be one of 1, 8, 16, 32, 64, 128, got {self.block_size}")
         _require(self.model.num_kv_heads % self.tp == 0 or self.tp % self.model.num_kv_heads == 0,
                  "tp", f"{self.tp} does not divide the {self.model.num_kv_heads} KV heads of {self.model.name}")
+        if self.quantization is None and self.model.checkpoint_quantization == "fp8":
+            # vLLM reads the method from the checkpoint's quantization_config (DeepSeek-R1, MiniMax-M2)
+            object.__setattr__(self, "quantization", "fp8")
         quantization_weight_bytes(self.quantization)  # raises ConfigError for unknown names
         dtype_bytes(self.kv_cache_dtype)  # raises ConfigError for unknown names
         self._check_speculative()
@@ -151,7 +154,10 @@ class Deployment:
 
     @property
     def kv_bytes_per_token_per_gpu(self) -> float:
-        """KV heads are split across TP ranks; with more ranks than KV heads they are replicated."""
+        """KV heads are split across TP ranks; with more ranks than KV heads they are replicated.
+        An MLA latent is not split: every TP rank keeps the whole latent, as vLLM does."""
+        if self.model.attention.is_mla:
+            return self.model.kv_bytes_per_token(dtype_bytes(self.kv_cache_dtype))
         kv_heads_per_gpu = max(1, self.model.num_kv_heads // self.tp)
         per_head = self.model.kv_bytes_per_token(dtype_bytes(self.kv_cache_dtype)) / self.model.num_kv_heads
         return per_head * kv_heads_per_gpu

@@ -124,12 +124,9 @@ def test_kimi_k2_one_dense_layer_384_experts_no_mtp() -> None:
     assert "int4" in thinking.checkpoint_quantization_format and "group 32" in thinking.checkpoint_quantization_format
 
 
-def test_mla_kv_cache_is_refused_not_sized_as_gqa() -> None:
+def test_mla_kv_cache_is_its_latent_not_gqa_heads() -> None:
     spec = load_model("deepseek-r1")
-    with pytest.raises(ConfigError) as exc:
-        spec.kv_bytes_per_token(BF16)
-    text = _one_line(exc)
-    assert "deepseek-r1" in text and "mla" in text and "kv_lora_rank 512" in text
+    assert spec.kv_bytes_per_token(BF16) == 61 * (512 + 64) * BF16
 
 
 # ---- gpt-oss: sliding windows, sinks, biases, MXFP4 ---------------------------------------------

@@ -278,17 +278,21 @@ class ModelSpec:
         return quantized * weight_bytes_per_param + (total - quantized) * UNQUANTIZED_BYTES
 
     def kv_bytes_per_token(self, kv_dtype_bytes: float) -> float:
-        """K and V cache bytes one token occupies across all layers and KV heads (before TP).
+        """KV cache bytes one token occupies across all layers (before TP): K and V of every KV
+        head for GQA; for MLA one latent of kv_lora_rank + qk_rope_head_dim per layer (what vLLM's
+        MLA backends cache).
 
-        Full-attention GQA only: an MLA model (which caches one latent per layer, not K and V per
-        head) or one with sliding-window layers (whose cache stops growing at the window) is
-        refused with a ConfigError rather than sized as if it were full GQA.
+        A model with sliding-window layers (whose cache stops growing at the window, in blocks of
+        its own under vLLM's hybrid KV manager) is refused with a ConfigError rather than sized as
+        if every layer were full attention.
         """
         a = self.attention
-        if a.is_mla or a.has_sliding_window:
+        if a.has_sliding_window:
             raise ConfigError(
                 f"{self.name}: the KV cache of its attention ({a.describe()}) is not modelled yet; "
-                "only full-attention GQA models are sized (see docs/models.md)")
+                "full-attention GQA and MLA models are sized (see docs/models.md)")
+        if a.is_mla:
+            return float(self.num_layers * a.mla_latent_dim * kv_dtype_bytes)
         return float(self.num_layers * self.num_kv_heads * self.head_dim * 2 * kv_dtype_bytes)
 
     def attention_flops_per_pair(self) -> int:
