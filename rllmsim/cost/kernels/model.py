@@ -97,8 +97,8 @@ class KernelCostModel:
     def _build(self) -> None:
         d, tables = self.deployment, self.tables
         if d.model.attention.is_mla:
-            raise ConfigError(f"{d.model.name}: MLA attention is not in the kernel model yet (its tables ship, the "
-                              "op shapes do not); timed by the roofline")
+            raise ConfigError(f"{d.model.name}: MLA attention is not in the kernel model yet (its measured tables are not "
+                              "imported yet); timed by the roofline")
         self.shapes = shapes = layer_shapes(d)
         spec_tokens = 1 + d.num_speculative_tokens
         self._max_tokens = max(d.max_num_batched_tokens, d.max_num_seqs * spec_tokens) + 1
