@@ -92,28 +92,35 @@ class Curve:
 
 class TabulatedCurve:
     """A `Curve` sampled densely in log(size) (every measured size kept, 64 samples an octave
-    between), so an array of sizes costs one log and one `np.interp`: fast-forwarded runs evaluate
-    decode attention for every step they plan. Between samples it departs from the curve by
-    ~1e-5 relative; at measured sizes it is the curve."""
+    between) and interpolated linearly between samples, so an array of sizes costs one
+    `np.interp`: fast-forwarded runs evaluate decode attention for every step they plan. Between
+    samples it departs from the curve by ~1e-5 relative; at measured sizes it is the curve.
 
-    __slots__ = ("_log_x", "_y", "x_max", "_y_max")
+    `x_scale` re-expresses the size axis (a decode batch's per-sequence context becomes the
+    batch's total KV tokens, so a run needs no division) and `y_offset` adds a constant time (the
+    rest of a decode step of that batch), both folded into the samples once.
+    """
 
-    def __init__(self, curve: Curve, per_octave: int = 64) -> None:
+    __slots__ = ("_x", "_y", "x_max", "_y_max", "_offset")
+
+    def __init__(self, curve: Curve, per_octave: int = 64, x_scale: float = 1.0, y_offset: float = 0.0) -> None:
         lo, hi = float(np.log(curve.x[0])), float(np.log(curve.x[-1]))
         samples = np.linspace(lo, hi, max(2, int(np.ceil((hi - lo) / np.log(2) * per_octave)) + 1))
         log_x = np.union1d(samples, np.log(curve.x))
         y = curve(np.exp(log_x))
         measured = np.searchsorted(log_x, np.log(curve.x))
         y[measured] = curve.y
-        self._log_x, self._y = log_x, y
-        self.x_max, self._y_max = float(curve.x[-1]), float(curve.y[-1])
+        x = np.exp(log_x) * x_scale
+        x[measured] = curve.x * x_scale  # exact at measured sizes
+        self._x, self._y = x, y + y_offset
+        self.x_max, self._y_max, self._offset = float(x[-1]), float(curve.y[-1]), y_offset
 
     def __call__(self, q: np.ndarray, q_max: float) -> np.ndarray:
         """Times at sizes `q` (an array whose largest value is `q_max`); the smallest time below
-        the grid, linear beyond it."""
-        out = np.interp(np.log(q), self._log_x, self._y)
+        the grid, linear beyond it (plus the offset)."""
+        out = np.interp(q, self._x, self._y)
         if q_max > self.x_max:
-            out = np.where(q > self.x_max, self._y_max * (q / self.x_max), out)
+            out = np.where(q > self.x_max, self._y_max * (q / self.x_max) + self._offset, out)
         return out
 
 

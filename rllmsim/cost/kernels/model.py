@@ -140,7 +140,7 @@ class KernelCostModel:
         if self.scales.attention != 1.0:
             self._attention_factor = self._layers * US * self.scales.attention
         self._decode_rows: dict[int, tuple[TabulatedCurve, bool]] = {}
-        self._run_terms: dict[tuple[int, int], tuple[float, float, float]] = {}
+        self._run_terms: dict[tuple[int, int], tuple[TabulatedCurve, float, float, float, bool]] = {}
 
     # -- construction ---------------------------------------------------------------------------
     def _padded_tokens(self, tokens: np.ndarray) -> np.ndarray:
@@ -208,30 +208,62 @@ class KernelCostModel:
         return (float(self._token_s[t]) * scale + float(self._seq_s[s]),
                 float(self._token_outside_s[t]) * scale + float(self._seq_outside_s[s]))
 
-    def _decode_table(self, seqs: int) -> tuple[TabulatedCurve, bool]:
+    def _decode_curve(self, seqs: int) -> tuple[Curve, bool]:
         """Decode attention (seconds, all layers) against context per sequence for a batch of
-        `seqs` sequences, memoised: the two measured batch rows around it, interpolated at every
-        context either measured, then tabulated for fast evaluation."""
+        `seqs` sequences: the two measured batch rows around it, interpolated at every context
+        either measured; and whether that lies beyond what was measured."""
+        grid = self.ops.decode_attention
+        i, j, _, _ = grid.bracket(float(seqs))
+        contexts = np.union1d(grid.curves[i].x, grid.curves[j].x)
+        curve = Curve(contexts, grid.at_row(float(seqs), contexts) * self._attention_factor)
+        return curve, seqs > grid.rows[-1] or not self.ops.attention_exact_shape
+
+    def _decode_table(self, seqs: int) -> tuple[TabulatedCurve, bool]:
+        """`_decode_curve` tabulated against the batch's total KV tokens, memoised (mixed steps)."""
         hit = self._decode_rows.get(seqs)
         if hit is None:
-            grid = self.ops.decode_attention
-            i, j, _, _ = grid.bracket(float(seqs))
-            contexts = np.union1d(grid.curves[i].x, grid.curves[j].x)
-            curve = Curve(contexts, grid.at_row(float(seqs), contexts) * self._attention_factor)
-            beyond = seqs > grid.rows[-1] or not self.ops.attention_exact_shape
-            hit = self._decode_rows[seqs] = (TabulatedCurve(curve), beyond)
+            curve, beyond = self._decode_curve(seqs)
+            hit = self._decode_rows[seqs] = (TabulatedCurve(curve, x_scale=seqs), beyond)
         return hit
 
-    def _decode_attention_s(self, seqs: int, contexts: np.ndarray) -> tuple[np.ndarray, float]:
-        """Decode attention at these per-sequence contexts, and the seconds of it beyond the grid."""
+    def _decode_attention_s(self, seqs: int, kv_tokens: np.ndarray) -> tuple[np.ndarray, float]:
+        """Decode attention of `seqs` sequences reading `kv_tokens` in all, and its extrapolated part."""
         table, beyond = self._decode_table(seqs)
-        largest = float(contexts.max())
-        seconds = table(contexts, largest)
+        largest = float(kv_tokens.max())
+        seconds = table(kv_tokens, largest)
         if beyond:
             return seconds, float(seconds.sum())
         if largest > table.x_max:
-            return seconds, float(seconds[contexts > table.x_max].sum())
+            return seconds, float(seconds[kv_tokens > table.x_max].sum())
         return seconds, 0.0
+
+    def _decode_step_table(self, seqs: int, per_seq: int) -> tuple[TabulatedCurve, float, float, bool]:
+        """A pure decode step of `seqs` sequences (`per_seq` tokens each) against its total KV
+        tokens: attention plus everything else of the step folded into one table, memoised, so a
+        fast-forwarded run of such steps costs one log and one interpolation; with the extrapolated
+        part of the fixed time, the host time, and whether the attention lies beyond the grid.
+        A scheduled decode-only step is costed through the same table, so both give the same bits."""
+        key = (seqs, per_seq)
+        hit = self._run_terms.get(key)
+        if hit is None:
+            linear, linear_outside = self._linear_scalar(seqs * per_seq, seqs)
+            curve, beyond = self._decode_curve(seqs)
+            table = TabulatedCurve(curve, x_scale=seqs, y_offset=linear)
+            hit = self._run_terms[key] = (table, linear, linear_outside, self.host.seconds(seqs, seqs * per_seq), beyond)
+        return hit
+
+    def _decode_step_s(self, seqs: int, per_seq: int, kv_tokens: np.ndarray) -> tuple[np.ndarray, float, float]:
+        """GPU seconds of pure decode steps, their extrapolated part, and the host seconds of one."""
+        table, linear, linear_outside, host, beyond = self._decode_step_table(seqs, per_seq)
+        largest = float(max(kv_tokens[0], kv_tokens[-1]))  # a run's contexts only grow
+        gpu = table(kv_tokens, largest)
+        outside = linear_outside * len(kv_tokens)
+        if beyond:
+            outside += float(gpu.sum()) - linear * len(kv_tokens)
+        elif largest > table.x_max:
+            over = kv_tokens > table.x_max
+            outside += float(gpu[over].sum()) - linear * int(over.sum())
+        return gpu, outside, host
 
     def _prefill_attention_s(self, tokens: int, pairs: int) -> tuple[float, float]:
         """Prefill attention of one step, all its chunks taken as one chunk with the same
@@ -262,7 +294,7 @@ class KernelCostModel:
                 return mixed
         seconds = outside = 0.0
         if decode_seqs:
-            decode, beyond = self._decode_attention_s(decode_seqs, np.array([decode_kv / decode_seqs]))
+            decode, beyond = self._decode_attention_s(decode_seqs, np.array([float(decode_kv)]))
             seconds, outside = float(decode[0]), beyond
         if prefill_tokens:
             prefill, beyond = self._prefill_attention_s(prefill_tokens, pairs)
@@ -271,6 +303,13 @@ class KernelCostModel:
 
     def _step_scalar(self, prefill_tokens: int, prefill_seqs: int, pairs: int, decode_seqs: int, decode_tokens: int,
                      decode_kv: int) -> float:
+        if not prefill_tokens and decode_seqs and decode_tokens % decode_seqs == 0:
+            gpu_steps, outside, host = self._decode_step_s(decode_seqs, decode_tokens // decode_seqs,
+                                                           np.array([float(decode_kv)]))
+            gpu = float(gpu_steps[0])
+            self.seconds_total += gpu
+            self.seconds_outside += outside
+            return combine(gpu, host, self.deployment.async_scheduling, self.host.serial_s, maximum=max)
         tokens, seqs = prefill_tokens + decode_tokens, prefill_seqs + decode_seqs
         linear, linear_outside = self._linear_scalar(tokens, seqs)
         attention, attention_outside = self._attention_scalar(prefill_tokens, pairs, decode_seqs, decode_kv)
@@ -280,26 +319,17 @@ class KernelCostModel:
         return combine(gpu, self.host.seconds(seqs, tokens), self.deployment.async_scheduling, self.host.serial_s,
                        maximum=max)
 
-    def _decode_run_terms(self, seqs: int, per_seq: int) -> tuple[float, float, float]:
-        key = (seqs, per_seq)
-        terms = self._run_terms.get(key)
-        if terms is None:
-            linear, outside = self._linear_scalar(seqs * per_seq, seqs)
-            terms = self._run_terms[key] = (linear, outside, self.host.seconds(seqs, seqs * per_seq))
-        return terms
-
     def step_time(self, features: StepFeatures) -> np.ndarray:
         f = features
         if f.decode_batch is None:
             rows = zip(f.prefill_tokens.tolist(), f.prefill_seqs.tolist(), f.prefill_attn_pairs.tolist(),
                        f.decode_seqs.tolist(), f.decode_tokens.tolist(), f.decode_kv_tokens.tolist())
             return np.array([self._step_scalar(*row) for row in rows], dtype=np.float64)
-        batch, per_seq = f.decode_batch
-        linear, linear_outside, host = self._decode_run_terms(batch, per_seq)
-        attention, outside = self._decode_attention_s(batch, f.decode_kv_tokens / batch)
-        gpu = attention + linear
-        self.seconds_total += float(gpu.sum())
-        self.seconds_outside += outside + linear_outside * len(f)
+        gpu, outside, host = self._decode_step_s(*f.decode_batch, f.decode_kv_tokens)
+        # the run's GPU seconds for the extrapolated share: a run's step times grow linearly with
+        # its contexts, so the mean of the first and last is their mean (and costs no reduction)
+        self.seconds_total += 0.5 * (float(gpu[0]) + float(gpu[-1])) * len(gpu)
+        self.seconds_outside += outside
         return combine(gpu, host, self.deployment.async_scheduling, self.host.serial_s)
 
     def op_group_seconds(self, features: StepFeatures) -> np.ndarray:
@@ -339,7 +369,7 @@ class KernelCostModel:
         if mixed is not None:
             out["mixed_attention"] = mixed[0]
         elif decode_seqs:
-            out["decode_attention"] = float(self._decode_attention_s(decode_seqs, np.array([decode_context]))[0][0])
+            out["decode_attention"] = float(self._decode_attention_s(decode_seqs, np.array([float(decode_seqs * decode_context)]))[0][0])
         if prefill_tokens and mixed is None:
             out["prefill_attention"] = self._prefill_attention_s(prefill_tokens, pairs)[0]
         out["host"] = float(self.host.seconds(seqs, tokens))
