@@ -11,7 +11,7 @@ import pytest
 from rllmsim.errors import ConfigError
 from rllmsim.specs import load_model, model_names
 from rllmsim.specs.attention import SLIDING_ATTENTION
-from rllmsim.specs.models import SUPPORTED_ARCHITECTURES
+from rllmsim.specs.model_catalog import SUPPORTED_ARCHITECTURES
 
 #: Catalog key -> Hugging Face id of the entries added for DeepSeek-V3 / gpt-oss / Qwen3-MoE /
 #: MiniMax-M2 / GLM-4.x architectures.

@@ -7,7 +7,8 @@ roofline cost model, reports) works from the frozen `GPUSpec` / `ModelSpec` they
 
 from rllmsim.specs.dtypes import dtype_bytes
 from rllmsim.specs.gpus import GPUSpec, gpu_names, load_gpu, uncatalogued_gpu
-from rllmsim.specs.models import ModelSpec, load_model, model_from_config, model_names
+from rllmsim.specs.model_catalog import load_model, model_from_config, model_names
+from rllmsim.specs.models import ModelSpec
 
 __all__ = [
     "GPUSpec",
