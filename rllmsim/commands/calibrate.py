@@ -24,14 +24,7 @@ def format_report(doc: dict) -> str:
     for name, coef in doc["coefficients"].items():
         lines.append(f"  {name:<20s} {coef:.6g} s/unit")
     metrics = doc["metrics"]
-    for split in ("random_20", "extrapolation", "in_sample"):
-        block = metrics.get(split, {})
-        lines.append(f"  {split}: n_train={block.get('n_train', '-')} "
-                     f"n_test={block.get('n_test', block.get('linear', {}).get('n', '-'))}"
-                     + (f"  ({block['skipped']})" if "skipped" in block else ""))
-        for model in ("linear", "linear+tree"):
-            if model in block:
-                lines.append(f"    {model:<12s} {_fmt(block[model])}")
+    lines += _split_lines(metrics, ("linear", "linear+tree"))
     lines.append(f"  selected: {metrics['selected']}")
     return "\n".join(lines)
 
@@ -47,15 +40,20 @@ def format_kernel_report(doc: dict) -> str:
     host = doc["host"]
     lines.append(f"  host: {1e3 * host['step_s']:.4f} ms per step + {1e6 * host['per_seq_s']:.3f} us per sequence "
                  f"+ {1e9 * host['per_token_s']:.2f} ns per token")
-    for split in ("random_20", "extrapolation", "in_sample"):
-        block = doc["metrics"].get(split, {})
-        lines.append(f"  {split}: n_train={block.get('n_train', '-')} "
-                     f"n_test={block.get('n_test', block.get('corrected', {}).get('n', '-'))}"
-                     + (f"  ({block['skipped']})" if "skipped" in block else ""))
-        for model in ("corrected", "uncorrected"):
-            if model in block:
-                lines.append(f"    {model:<12s} {_fmt(block[model])}")
+    lines += _split_lines(doc["metrics"], ("corrected", "uncorrected"))
     return "\n".join(lines)
+
+
+def _split_lines(metrics: dict, models: tuple[str, ...]) -> list[str]:
+    """The held-out and in-sample errors of each model, one block per split."""
+    lines = []
+    for split in ("random_20", "extrapolation", "in_sample"):
+        block = metrics.get(split, {})
+        lines.append(f"  {split}: n_train={block.get('n_train', '-')} "
+                     f"n_test={block.get('n_test', block.get(models[0], {}).get('n', '-'))}"
+                     + (f"  ({block['skipped']})" if "skipped" in block else ""))
+        lines += [f"    {model:<12s} {_fmt(block[model])}" for model in models if model in block]
+    return lines
 
 
 @click.command("calibrate")

@@ -9,6 +9,8 @@
 
 from __future__ import annotations
 
+from typing import Any, Callable
+
 import numpy as np
 import pandas as pd
 
@@ -65,3 +67,17 @@ def extrapolation_split(frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
         train |= m & (seqs <= s_med) & (ctx <= c_med)
         test |= m & (seqs > s_med) & (ctx > c_med)
     return train, test
+
+
+def held_out_metrics(frame: pd.DataFrame, test_fraction: float, seed: int,
+                     evaluate: Callable[[np.ndarray, np.ndarray], dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """`evaluate(train, test)` on the two held-out splits every calibration reports: a random
+    share of the steps, and extrapolation from small batches and contexts to large ones."""
+    train, test = random_split(len(frame), test_fraction, seed)
+    random_block = dict(evaluate(train, test), definition=f"random {test_fraction:.0%} of steps held out (seed {seed})")
+    train, test = extrapolation_split(frame)
+    extrapolation_block = dict(evaluate(train, test), definition=(
+        "per step kind: fit on steps in the smaller half of batch sizes and mean contexts, "
+        "test on steps in the larger half of both"))
+    return {RANDOM_SPLIT: random_block, EXTRAPOLATION_SPLIT: extrapolation_block}
+

@@ -40,8 +40,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from rllmsim.cost.features import StepFeatures
-from rllmsim.cost.fit_eval import (EXTRAPOLATION_SPLIT, RANDOM_SPLIT, error_metrics, extrapolation_split,
-                                   random_split)
+from rllmsim.cost.fit_eval import EXTRAPOLATION_SPLIT, RANDOM_SPLIT, error_metrics, held_out_metrics
 from rllmsim.cost.kernels.host import HostParams
 from rllmsim.cost.kernels.model import OP_GROUPS, KernelCostModel, OpScales
 from rllmsim.cost.kernels.tables import KernelTables, shipped_gpus, shipped_tables
@@ -194,15 +193,8 @@ def calibrate_kernels(profile: Profile, name: str, phases: Sequence[str] | None 
     y = frame["wall_s"].to_numpy(dtype=np.float64)
     uncorrected = model.step_time(features)  # synchronous: GPU + the assumed host time
 
-    metrics: dict[str, Any] = {}
-    train, test = random_split(len(frame), test_fraction, seed)
-    metrics[RANDOM_SPLIT] = _split_metrics(X, y, uncorrected, train, test, priors)
-    metrics[RANDOM_SPLIT]["definition"] = f"random {test_fraction:.0%} of steps held out (seed {seed})"
-    train, test = extrapolation_split(frame)
-    metrics[EXTRAPOLATION_SPLIT] = _split_metrics(X, y, uncorrected, train, test, priors)
-    metrics[EXTRAPOLATION_SPLIT]["definition"] = (
-        "per step kind: fit on steps in the smaller half of batch sizes and mean contexts, "
-        "test on steps in the larger half of both")
+    metrics: dict[str, Any] = held_out_metrics(
+        frame, test_fraction, seed, lambda train, test: _split_metrics(X, y, uncorrected, train, test, priors))
     priors = PRIORS if priors is None else priors
     scales, host = fit_correction(X, y, priors)
     metrics["in_sample"] = {"corrected": error_metrics(y, predict(X, scales, host)),

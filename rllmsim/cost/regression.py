@@ -36,7 +36,7 @@ import pandas as pd
 
 from rllmsim.cost.features import FEATURE_NAMES, StepFeatures
 from rllmsim.cost.fit_eval import (
-    EXTRAPOLATION_SPLIT, RANDOM_SPLIT, error_metrics, extrapolation_split, random_split)
+    EXTRAPOLATION_SPLIT, RANDOM_SPLIT, error_metrics, held_out_metrics)
 from rllmsim.cost.profile_table import Profile
 from rllmsim.cost.tree_json import tree_predict, tree_to_json
 from rllmsim.errors import ConfigError
@@ -177,15 +177,8 @@ def calibrate(profile: Profile, name: str, features: Sequence[str] = DEFAULT_FEA
                           f"least {len(features) + 5}")
     y = frame["wall_s"].to_numpy(dtype=np.float64)
 
-    metrics: dict[str, Any] = {}
-    tr, te = random_split(len(frame), test_fraction, seed)
-    metrics[RANDOM_SPLIT] = _evaluate(frame, y, tr, te, features, seed)
-    metrics[RANDOM_SPLIT]["definition"] = f"random {test_fraction:.0%} of steps held out (seed {seed})"
-    tr, te = extrapolation_split(frame)
-    metrics[EXTRAPOLATION_SPLIT] = _evaluate(frame, y, tr, te, features, seed)
-    metrics[EXTRAPOLATION_SPLIT]["definition"] = (
-        "per step kind: fit on steps in the smaller half of batch sizes and mean contexts, "
-        "test on steps in the larger half of both")
+    metrics: dict[str, Any] = held_out_metrics(
+        frame, test_fraction, seed, lambda tr, te: _evaluate(frame, y, tr, te, features, seed))
 
     law = fit_linear(frame, y, features)
     use_tree = residual == "always" or (residual == "auto" and _tree_helps(metrics))

@@ -169,16 +169,6 @@ class Grid:
         beyond_rows = r > self.rows[-1]
         return beyond_rows | self.curves[i].outside(cols) | self.curves[j].outside(cols)
 
-    def __call__(self, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
-        """Times at (row, col) pairs, elementwise."""
-        rows = np.asarray(rows, dtype=np.float64)
-        cols = np.broadcast_to(np.asarray(cols, dtype=np.float64), rows.shape)
-        out = np.empty(rows.shape)
-        for value in np.unique(rows):
-            hit = rows == value
-            out[hit] = self.at_row(float(value), cols[hit])
-        return out
-
 
 class GemmGrid:
     """GEMM times over (m, n, k) for one dtype, as a dense log-space cube built once per table.

@@ -237,11 +237,11 @@ class KernelCostModel:
             return seconds, float(seconds[kv_tokens > table.x_max].sum())
         return seconds, 0.0
 
-    def _decode_step_table(self, seqs: int, per_seq: int) -> tuple[TabulatedCurve, float, float, bool]:
+    def _decode_step_table(self, seqs: int, per_seq: int) -> tuple[TabulatedCurve, float, float, float, bool]:
         """A pure decode step of `seqs` sequences (`per_seq` tokens each) against its total KV
         tokens: attention plus everything else of the step folded into one table, memoised, so a
-        fast-forwarded run of such steps costs one log and one interpolation; with the extrapolated
-        part of the fixed time, the host time, and whether the attention lies beyond the grid.
+        fast-forwarded run of such steps costs one interpolation; with the rest of the step's GPU
+        time, its extrapolated part, the host time, and whether the attention lies beyond the grid.
         A scheduled decode-only step is costed through the same table, so both give the same bits."""
         key = (seqs, per_seq)
         hit = self._run_terms.get(key)

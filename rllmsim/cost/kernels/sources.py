@@ -94,9 +94,8 @@ class PrefillFromEmpty:
         return self._length(chunk, context) > self.curve.x_max
 
 
-def _scaled_grid(rows: pd.DataFrame, row: str, col: str, scale: float, col_offset: np.ndarray | None = None) -> Grid:
-    cols = rows[col].to_numpy() + (col_offset if col_offset is not None else 0)
-    return Grid.from_points(rows[row].to_numpy(), cols, rows["latency_us"].to_numpy() * scale)
+def _scaled_grid(rows: pd.DataFrame, row: str, col: str, scale: float) -> Grid:
+    return Grid.from_points(rows[row].to_numpy(), rows[col].to_numpy(), rows["latency_us"].to_numpy() * scale)
 
 
 def _elementwise(shapes: LayerShapes, tokens: np.ndarray, bandwidth_gbps: float) -> np.ndarray:
