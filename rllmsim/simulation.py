@@ -14,13 +14,13 @@ import numpy as np
 import pandas as pd
 
 from rllmsim.cost.base import CostModel
-from rllmsim.cost.roofline import RooflineCostModel, RooflineParams
 from rllmsim.cost.select import cost_model_for
-from rllmsim.cost.speculative import SpeculativeCostModel
+from rllmsim.cost.speculative import speculative_cost_model
 from rllmsim.deployment import Deployment
 from rllmsim.engine.clients import BatchWaves, Client, ClosedLoop, OpenLoop
 from rllmsim.engine.cluster import Cluster, SimulationResult
 from rllmsim.errors import ConfigError
+from rllmsim.metrics.speculative import speculative_summary
 from rllmsim.metrics.stragglers import DEFAULT_FACTOR
 from rllmsim.metrics.summary import summarize
 from rllmsim.rng import RngStreams
@@ -137,18 +137,8 @@ def _parse_mixture(text: str) -> dict[str, float]:
 
 
 def with_speculation(cost_model: CostModel, deployment: Deployment) -> CostModel:
-    """Add the proposer's cost when the deployment speculates. The proposer runs on the target's
-    GPUs at its roofline cost without the per-step CPU overheads, which the target step already
-    pays once."""
-    if not deployment.speculative_method:
-        return cost_model
-    drafter = deployment.drafter
-    proposer = None
-    if drafter is not None:
-        draft = dataclasses.replace(deployment, model=drafter, speculative_method=None, num_speculative_tokens=0,
-                                    draft_model=None, quantization=None, num_gpu_blocks_override=deployment.num_gpu_blocks)
-        proposer = RooflineCostModel(draft, RooflineParams(step_overhead_s=0.0, per_seq_overhead_s=0.0))
-    return SpeculativeCostModel(cost_model, proposer, deployment.num_speculative_tokens, deployment.speculative_method)
+    """Add the proposer's cost when the deployment speculates (`rllmsim.cost.speculative`)."""
+    return speculative_cost_model(cost_model, deployment)
 
 
 def run_simulation(
@@ -171,9 +161,12 @@ def run_simulation(
         table, built_client, workload_config = workload, OpenLoop(), {"arrival": "table", "num_requests": len(workload)}
     client = client or built_client
     cost_model = with_speculation(cost_model or cost_model_for(deployment), deployment)
-    result = Cluster(deployment, cost_model, table, client, router=router, fast_forward=fast_forward).run()
+    result = Cluster(deployment, cost_model, table, client, router=router, fast_forward=fast_forward,
+                     rng=streams.stream("speculation")).run()
     requests = result.ledger.to_frame()
     summary = summarize(result, requests, deployment.replicas, slos_s, straggler_factor)
+    if deployment.speculative_method:
+        summary["speculative"] = speculative_summary(result, requests, deployment)
     config = {
         "deployment": deployment.to_dict(),
         "workload": workload_config,
