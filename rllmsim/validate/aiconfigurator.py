@@ -21,6 +21,7 @@ missing from the catalog, disaggregated (prefill/decode split) serving, and 4-bi
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -75,7 +76,14 @@ class ClosedLoopCase:
 def read_aiconfigurator(path: str | Path) -> list[ClosedLoopCase]:
     path = Path(path)
     try:
-        frame = pd.read_csv(path)
+        # index_col=False: rows with more fields than the header must not silently shift every
+        # column right (pandas would take the first field as an index); pandas warns instead
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", pd.errors.ParserWarning)
+            frame = pd.read_csv(path, index_col=False)
+    except pd.errors.ParserWarning:
+        raise ConfigError(f"{path.name}: its rows have more fields than its header names; "
+                          "write one header column per field") from None
     except (OSError, pd.errors.ParserError, ValueError) as exc:
         raise ConfigError(f"{path.name}: not a readable CSV: {str(exc).splitlines()[0]}") from None
     missing = [c for c in NEEDED if c not in frame.columns]
