@@ -37,7 +37,3 @@ def test_mla_models_are_timed_by_the_roofline_until_the_kernel_model_has_mla_ops
     with pytest.raises(ConfigError, match="MLA attention is not in the kernel model"):
         cost_model_for(d, "kernels")
 
-
-def test_sliding_window_models_are_still_refused_in_one_line() -> None:
-    with pytest.raises(ConfigError, match="sliding"):
-        Deployment(model=load_model("gpt-oss-120b"), gpu=load_gpu("h100-sxm"), tp=4, max_model_len=8192)

@@ -62,7 +62,8 @@ class Cluster:
         self.truncated_outputs = self._apply_max_model_len()
         config = SchedulerConfig(deployment.max_num_seqs, deployment.max_num_batched_tokens,
                                  deployment.enable_chunked_prefill, deployment.num_speculative_tokens,
-                                 deployment.enable_prefix_caching, deployment.scheduler_reserve_full_isl)
+                                 deployment.enable_prefix_caching, deployment.scheduler_reserve_full_isl,
+                                 deployment.kv_layout)
         if deployment.speculative_method:
             self.ledger.accept_rate[:] = speculation.rate_units(deployment.spec_tokens_per_step)
         self.replicas = [

@@ -4,8 +4,9 @@
 holds the shipped catalog. Parameter counts are derived from the shapes, not copied, and the tests
 hold them within 2% of the published sizes: that is what keeps weight memory, KV capacity and GEMM
 FLOPs honest for any config a user brings. `rllmsim.specs.attention` describes each model's
-attention (GQA or MLA, sliding windows, sinks); MLA caches its latent, sliding-window layers are
-not sized yet (`kv_bytes_per_token` refuses them rather than mis-size). See docs/models.md.
+attention (GQA or MLA, sliding windows, sinks); MLA caches its latent, and sliding-window layers
+share the block pool as vLLM's hybrid KV manager lays it out (`rllmsim.engine.kv_layout`). See
+docs/models.md.
 """
 
 from __future__ import annotations
@@ -240,19 +241,12 @@ class ModelSpec:
         return quantized * weight_bytes_per_param + (total - quantized) * UNQUANTIZED_BYTES
 
     def kv_bytes_per_token(self, kv_dtype_bytes: float) -> float:
-        """KV cache bytes one token occupies across all layers (before TP): K and V of every KV
-        head for GQA; for MLA one latent of kv_lora_rank + qk_rope_head_dim per layer (what vLLM's
-        MLA backends cache).
-
-        A model with sliding-window layers (whose cache stops growing at the window, in blocks of
-        its own under vLLM's hybrid KV manager) is refused with a ConfigError rather than sized as
-        if every layer were full attention.
+        """KV cache bytes one token occupies across all layers (before TP), as if every layer kept
+        every token: K and V of every KV head for GQA; for MLA one latent of kv_lora_rank +
+        qk_rope_head_dim per layer (what vLLM's MLA backends cache). Sliding-window layers keep
+        only their window; how that shares the pool is `rllmsim.engine.kv_layout`'s business.
         """
         a = self.attention
-        if a.has_sliding_window:
-            raise ConfigError(
-                f"{self.name}: the KV cache of its attention ({a.describe()}) is not modelled yet; "
-                "full-attention GQA and MLA models are sized (see docs/models.md)")
         if a.is_mla:
             return float(self.num_layers * a.mla_latent_dim * kv_dtype_bytes)
         return float(self.num_layers * self.num_kv_heads * self.head_dim * 2 * kv_dtype_bytes)
