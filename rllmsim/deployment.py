@@ -18,9 +18,11 @@ from rllmsim.engine.kv_capacity import KVBudget, kv_budget
 from rllmsim.engine.kv_layout import KVLayout, kv_layout
 from rllmsim.errors import ConfigError
 from rllmsim.specs import GPUSpec, ModelSpec, dtype_bytes
-from rllmsim.specs.dtypes import quantization_weight_bytes
+from rllmsim.specs.dtypes import quantization_scope, quantization_weight_bytes
 
 GIB = 1024**3
+#: Checkpoint quantization methods vLLM runs as stored unless --quantization says otherwise.
+CHECKPOINT_QUANTIZATIONS = ("fp8", "mxfp4")
 SPECULATIVE_METHODS = ("ngram", "draft", "eagle")
 #: The vLLM release whose defaults a deployment takes unless told otherwise.
 DEFAULT_VLLM_VERSION = "0.19.0"
@@ -69,9 +71,10 @@ class Deployment:
                  f"must be one of 1, 8, 16, 32, 64, 128, got {self.block_size}")
         _require(self.model.num_kv_heads % self.tp == 0 or self.tp % self.model.num_kv_heads == 0,
                  "tp", f"{self.tp} does not divide the {self.model.num_kv_heads} KV heads of {self.model.name}")
-        if self.quantization is None and self.model.checkpoint_quantization == "fp8":
-            # vLLM reads the method from the checkpoint's quantization_config (DeepSeek-R1, MiniMax-M2)
-            object.__setattr__(self, "quantization", "fp8")
+        if self.quantization is None and self.model.checkpoint_quantization in CHECKPOINT_QUANTIZATIONS:
+            # vLLM reads the method from the checkpoint's quantization_config (DeepSeek-R1,
+            # MiniMax-M2: fp8; gpt-oss: mxfp4 experts)
+            object.__setattr__(self, "quantization", self.model.checkpoint_quantization)
         quantization_weight_bytes(self.quantization)  # raises ConfigError for unknown names
         dtype_bytes(self.kv_cache_dtype)  # raises ConfigError for unknown names
         self._check_speculative()
@@ -141,7 +144,8 @@ class Deployment:
     @property
     def weight_bytes_per_gpu(self) -> float:
         """Weights (and a speculative drafter's, kept in bf16) split evenly across the TP group."""
-        return (self.model.weight_bytes(self.weight_bytes_per_param) + self._drafter_weight_bytes()) / self.tp
+        model_bytes = self.model.weight_bytes(self.weight_bytes_per_param, quantization_scope(self.quantization))
+        return (model_bytes + self._drafter_weight_bytes()) / self.tp
 
     def _drafter_weight_bytes(self) -> float:
         """A draft model's full weights; an EAGLE head's one decoder layer (it shares the target's

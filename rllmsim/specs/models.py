@@ -225,19 +225,27 @@ class ModelSpec:
         """
         return self.layer_linear_params_per_token() + self.lm_head_params
 
-    def weight_bytes(self, weight_bytes_per_param: float) -> float:
-        """Bytes of all weights when linear layers take `weight_bytes_per_param` bytes each.
+    def routed_expert_params(self) -> int:
+        """Weights of the routed experts over all MoE layers (gate, up and down; no biases)."""
+        return self.num_moe_layers * self.num_experts * self._gated_mlp(self.moe_intermediate_size)
+
+    def weight_bytes(self, weight_bytes_per_param: float, scope: str = "linear") -> float:
+        """Bytes of all weights when the quantized linear weights take `weight_bytes_per_param` bytes each.
 
         At 2 bytes or more (bf16, fp32) every tensor is stored at that width. Below 2 bytes only
-        the transformer-layer linear weights shrink: vLLM's fp8/int8/AWQ/GPTQ paths leave the
-        embedding, lm_head, norms, biases and MoE router in the checkpoint's bf16.
+        the quantized weights shrink: with scope "linear" every linear weight inside the layers
+        (vLLM's fp8/int8/AWQ/GPTQ paths leave the embedding, lm_head, norms, biases and MoE router
+        in the checkpoint's bf16); with scope "experts" only the routed experts (MXFP4 checkpoints,
+        whose attention stays bf16 too).
         """
         if weight_bytes_per_param <= 0:
             raise ConfigError(f"weight bytes per parameter {weight_bytes_per_param!r} must be > 0")
+        if scope not in ("linear", "experts"):
+            raise ConfigError(f"weight quantization scope {scope!r} must be 'linear' or 'experts'")
         total = self.param_count()
         if weight_bytes_per_param >= UNQUANTIZED_BYTES:
             return float(total * weight_bytes_per_param)
-        quantized = self._quantizable_params()
+        quantized = self._quantizable_params() if scope == "linear" else self.routed_expert_params()
         return quantized * weight_bytes_per_param + (total - quantized) * UNQUANTIZED_BYTES
 
     def kv_bytes_per_token(self, kv_dtype_bytes: float) -> float:
