@@ -52,13 +52,12 @@ def test_run_window_deltas_equal_the_step_by_step_difference() -> None:
 
 
 def test_long_context_capacity_is_close_to_twice_full_attention_on_every_layer() -> None:
-    """gpt-oss-20b on one H100, bf16 KV: 8 KV heads x 64 dims x K and V x 2 bytes = 2048 bytes per
-    layer and token; a pool block holds 16 tokens of one 12-layer group."""
-    model = load_model("gpt-oss-20b")
-    d = Deployment(model=model, gpu=load_gpu("h100-sxm"), max_model_len=65536)
-    assert d.kv_block_bytes == 16 * 12 * 2048
-    assert d.num_gpu_blocks == int(d.kv_budget.available // (16 * 12 * 2048))
-    full_everywhere = int(d.kv_budget.available // (16 * 24 * 2048))
+    """gpt-oss-120b on one H100 (MXFP4 experts), bf16 KV: 8 KV heads x 64 dims x K and V x 2 bytes =
+    2048 bytes per layer and token; a pool block holds 16 tokens of one 18-layer group."""
+    d = Deployment(model=load_model("gpt-oss-120b"), gpu=load_gpu("h100-sxm"), max_model_len=65536)
+    assert d.kv_block_bytes == 16 * 18 * 2048
+    assert d.num_gpu_blocks == int(d.kv_budget.available // (16 * 18 * 2048))
+    full_everywhere = int(d.kv_budget.available // (16 * 36 * 2048))
     length = 65536
     decoding = length // 16 + d.kv_layout.decode_window_bound(length)
     assert decoding == 4096 + 9
@@ -66,6 +65,21 @@ def test_long_context_capacity_is_close_to_twice_full_attention_on_every_layer()
     hybrid_tokens = d.num_gpu_blocks / decoding * length
     full_tokens = full_everywhere / (length // 16) * length
     assert 1.99 < hybrid_tokens / full_tokens <= 2.0
+
+
+def test_the_timeline_shows_what_the_sliding_layers_hold() -> None:
+    """On gpt-oss-120b a 2000-token prompt's first chunk holds 125 blocks in each group; once it
+    decodes (alone, after two short ones finish) the sliding group keeps 8 or 9 (w = 128 in blocks
+    of 16) and the full group all of its tokens."""
+    d = Deployment(model=load_model("gpt-oss-120b"), gpu=load_gpu("h100-sxm"), max_model_len=8192)
+    table = make_request_table(np.zeros(3), [2000, 300, 300], [3000, 50, 50], "three")
+    tl = run_simulation(d, table, cost_model=LinearCostModel()).result.timeline
+    # the first row: the three prefills (2000 + 300 + 300 tokens in both groups) at its peak, then
+    # decodes until the short two finish at its end, leaving the long one's window
+    assert tl["kv_blocks_peak"].iloc[0] == 2 * 125 + 2 * 2 * 19 and tl["kv_window_blocks"].iloc[0] == 9
+    # then the long one decodes alone to its end, holding its full blocks plus 8 or 9 in the window
+    assert len(tl) == 2 and tl["kv_blocks_peak"].iloc[1] == -(-(2000 + 3000 - 1) // 16) + 9
+    assert tl["kv_window_blocks"].iloc[1] == 0  # finished: nothing held
 
 
 def test_a_decoding_sequence_holds_its_full_blocks_plus_the_window() -> None:
