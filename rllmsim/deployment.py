@@ -17,11 +17,14 @@ from typing import Any
 from rllmsim import spec_decode
 from rllmsim.engine.acceptance import DEFAULT_ACCEPTANCE_SPREAD
 from rllmsim.engine.kv_capacity import KVBudget, kv_budget
+from rllmsim.engine.kv_layout import KVLayout, kv_layout
 from rllmsim.errors import ConfigError
 from rllmsim.specs import GPUSpec, ModelSpec, dtype_bytes
-from rllmsim.specs.dtypes import quantization_weight_bytes
+from rllmsim.specs.dtypes import quantization_scope, quantization_weight_bytes
 
 GIB = 1024**3
+#: Checkpoint quantization methods vLLM runs as stored unless --quantization says otherwise.
+CHECKPOINT_QUANTIZATIONS = ("fp8", "mxfp4")
 SPECULATIVE_METHODS = spec_decode.SPECULATIVE_METHODS
 #: The vLLM release whose defaults a deployment takes unless told otherwise.
 DEFAULT_VLLM_VERSION = "0.19.0"
@@ -72,9 +75,10 @@ class Deployment:
                  f"must be one of 1, 8, 16, 32, 64, 128, got {self.block_size}")
         _require(self.model.num_kv_heads % self.tp == 0 or self.tp % self.model.num_kv_heads == 0,
                  "tp", f"{self.tp} does not divide the {self.model.num_kv_heads} KV heads of {self.model.name}")
-        if self.quantization is None and self.model.checkpoint_quantization == "fp8":
-            # vLLM reads the method from the checkpoint's quantization_config (DeepSeek-R1, MiniMax-M2)
-            object.__setattr__(self, "quantization", "fp8")
+        if self.quantization is None and self.model.checkpoint_quantization in CHECKPOINT_QUANTIZATIONS:
+            # vLLM reads the method from the checkpoint's quantization_config (DeepSeek-R1,
+            # MiniMax-M2: fp8; gpt-oss: mxfp4 experts)
+            object.__setattr__(self, "quantization", self.model.checkpoint_quantization)
         quantization_weight_bytes(self.quantization)  # raises ConfigError for unknown names
         dtype_bytes(self.kv_cache_dtype)  # raises ConfigError for unknown names
         spec_decode.check_speculative(self)
@@ -120,7 +124,8 @@ class Deployment:
     @property
     def weight_bytes_per_gpu(self) -> float:
         """Weights (and a speculative drafter's, `rllmsim.spec_decode`) split evenly across the TP group."""
-        return (self.model.weight_bytes(self.weight_bytes_per_param) + self._drafter_weight_bytes()) / self.tp
+        model_bytes = self.model.weight_bytes(self.weight_bytes_per_param, quantization_scope(self.quantization))
+        return (model_bytes + self._drafter_weight_bytes()) / self.tp
 
     def _drafter_weight_bytes(self) -> float:
         return spec_decode.drafter_weight_bytes(self)
@@ -136,6 +141,29 @@ class Deployment:
         return per_head * kv_heads_per_gpu
 
     @property
+    def kv_layout(self) -> KVLayout:
+        """How the layers share the block pool: one group of every layer, or vLLM's hybrid
+        groups when some layers slide (`rllmsim.engine.kv_layout`)."""
+        return kv_layout(self.model, self.block_size, self.max_num_batched_tokens, self.max_model_len)
+
+    @property
+    def kv_block_bytes(self) -> float:
+        """Bytes of one pool block per GPU: `block_size` tokens of the layers one block holds
+        (all of them, or one hybrid group's)."""
+        layout = self.kv_layout
+        per_token = self.kv_bytes_per_token_per_gpu
+        if layout.hybrid:
+            per_token = per_token * layout.layers_per_block / self.model.num_layers
+        return self.block_size * per_token
+
+    def max_request_blocks(self, tokens: int) -> int:
+        """Pool blocks one request of up to `tokens` tokens may need at once, as vLLM's start-up
+        check counts them (`max_memory_usage_bytes`): all its full-attention blocks plus, per
+        sliding group, a window and a step's worth of tokens (the admission cap)."""
+        layout = self.kv_layout
+        return self.blocks_for(tokens) + (layout.window_reserve(tokens) if layout.hybrid else 0)
+
+    @property
     def kv_budget(self) -> KVBudget:
         """vLLM v1's start-up memory sum per GPU, term by term (rllmsim.engine.kv_capacity)."""
         return kv_budget(self)
@@ -149,7 +177,7 @@ class Deployment:
         """KV blocks per replica: the override when given, else vLLM's `available // bytes_per_block`."""
         if self.num_gpu_blocks_override is not None:
             return int(self.num_gpu_blocks_override)
-        return int(self.kv_budget_bytes // (self.block_size * self.kv_bytes_per_token_per_gpu))
+        return int(self.kv_budget_bytes // self.kv_block_bytes)
 
     @property
     def kv_capacity_source(self) -> str:
@@ -170,12 +198,18 @@ class Deployment:
                     f"{budget.requested / GIB:.1f} GiB (short by {-budget.available / GIB:.1f} GiB); raise --tp, "
                     "quantize, or pick a larger GPU")
         _require(self.num_gpu_blocks >= 1, "num_gpu_blocks", "must be >= 1")
-        max_tokens = self.num_gpu_blocks * self.block_size
-        if self.max_model_len > max_tokens:
+        if self.max_request_blocks(self.max_model_len) > self.num_gpu_blocks:
+            max_tokens = self._longest_request_that_fits()
             raise ConfigError(
                 f"max_model_len {self.max_model_len} exceeds the {max_tokens} tokens the KV cache holds "
                 f"({self.num_gpu_blocks} blocks of {self.block_size}); lower --max-model-len to at most "
                 f"{max_tokens} or give the KV cache more memory")
+
+    def _longest_request_that_fits(self) -> int:
+        tokens = self.num_gpu_blocks * self.block_size
+        if self.kv_layout.hybrid:
+            tokens -= self.block_size * (self.max_request_blocks(tokens) - self.num_gpu_blocks)
+        return max(tokens, 0)
 
     def to_dict(self) -> dict[str, Any]:
         """The resolved configuration, flat and JSON-ready, for summaries and sweep tables."""
@@ -187,6 +221,10 @@ class Deployment:
         out["kv_capacity_source"] = self.kv_capacity_source
         out["weight_gib_per_gpu"] = round(self.weight_bytes_per_gpu / GIB, 3)
         out["kv_bytes_per_token_per_gpu"] = self.kv_bytes_per_token_per_gpu
+        layout = self.kv_layout
+        if layout.hybrid:
+            out["kv_layers_per_block"] = layout.layers_per_block
+            out["kv_sliding_groups"] = layout.sliding_groups
         return out
 
 

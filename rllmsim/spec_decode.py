@@ -25,6 +25,7 @@ import numpy as np
 from rllmsim.engine import acceptance, speculation
 from rllmsim.errors import ConfigError
 from rllmsim.specs import ModelSpec
+from rllmsim.specs.dtypes import quantization_scope
 
 if TYPE_CHECKING:
     from rllmsim.deployment import Deployment
@@ -121,10 +122,12 @@ def drafter_weight_bytes(dep: Deployment) -> float:
         return 0.0
     if dep.speculative_method == "draft_model":
         return head.weight_bytes(2.0)
-    per_param = dep.weight_bytes_per_param if dep.speculative_method == "mtp" else 2.0
+    mtp = dep.speculative_method == "mtp"
+    per_param = dep.weight_bytes_per_param if mtp else 2.0
+    scope = quantization_scope(dep.quantization) if mtp else "linear"
     headless = dataclasses.replace(head, num_layers=0, num_moe_layers=0)
-    layer = head.weight_bytes(per_param) - headless.weight_bytes(per_param)
-    if dep.speculative_method != "mtp":
+    layer = head.weight_bytes(per_param, scope) - headless.weight_bytes(per_param, scope)
+    if not mtp:
         return layer + projection_params(dep) * 2.0
     model = dep.model
     rest = model.mtp_param_count() // model.num_mtp_layers - (head.param_count() - headless.param_count())

@@ -86,6 +86,11 @@ def provenance(gpu: str, tables: KernelTables) -> str:
     lines += ["", "## Tables", ""]
     for name, version in sorted(tables.meta.get("vllm_versions", {}).items()):
         lines.append(f"- `{name}`: version {version}")
+    dtype_versions = tables.meta.get("moe_dtype_versions", {})
+    if dtype_versions:
+        lines.append("- `moe_perf` per dtype: " + ", ".join(f"{d} {v}" for d, v in dtype_versions.items())
+                     + f" (MXFP4: the kernel vLLM runs gpt-oss with on this GPU family, "
+                     f"{aiconfigurator.gpu_family(tables.meta.get('device', ''))})")
     for profile in tables.layer_profiles:
         lines.append(f"- layer profile `{profile.name}`: {profile.meta['hf_id']} at TP {profile.meta['tp']}, "
                      f"vLLM {profile.meta['vllm_version']}, eager={profile.meta['enforce_eager']}")

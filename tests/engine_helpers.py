@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 
 from rllmsim.cost.features import StepFeatures
 from rllmsim.deployment import Deployment
-from rllmsim.specs import load_gpu, load_model
+from rllmsim.specs import ModelSpec, load_gpu, load_model
 
 
 class LinearCostModel:
@@ -26,10 +28,17 @@ class LinearCostModel:
 
 def small_deployment(blocks: int = 64, block_size: int = 16, max_num_seqs: int = 8,
                      budget: int = 256, chunked: bool = True, max_model_len: int = 1024,
-                     replicas: int = 1, **knobs) -> Deployment:
+                     replicas: int = 1, model: ModelSpec | None = None, **knobs) -> Deployment:
     return Deployment(
-        model=load_model("deepseek-r1-distill-qwen-1.5b"), gpu=load_gpu("h100-sxm"),
+        model=model or load_model("deepseek-r1-distill-qwen-1.5b"), gpu=load_gpu("h100-sxm"),
         replicas=replicas, max_num_seqs=max_num_seqs, max_num_batched_tokens=budget,
         max_model_len=max_model_len, block_size=block_size, enable_chunked_prefill=chunked,
         num_gpu_blocks_override=blocks, **knobs,
     )
+
+
+def sliding_model(window: int) -> ModelSpec:
+    """gpt-oss-20b (alternating full and sliding layers, one KV group of each) with a window
+    small enough for hand-sized workloads."""
+    model = load_model("gpt-oss-20b")
+    return dataclasses.replace(model, attention=dataclasses.replace(model.attention, sliding_window=window))

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from engine_helpers import LinearCostModel, small_deployment
+from engine_helpers import LinearCostModel, sliding_model, small_deployment
 from rllmsim.cost.roofline import RooflineCostModel
 from rllmsim.simulation import run_simulation
 from rllmsim.workload.table import make_request_table
@@ -31,6 +31,11 @@ def scenarios(draw):
                      num_speculative_tokens=draw(st.integers(1, 5)), spec_acceptance_rate=draw(st.floats(0.0, 1.0)),
                      spec_acceptance_spread=draw(st.sampled_from([0.0, 0.05, 0.3])))
     budget = draw(st.integers(8, 300)) if chunked else draw(st.integers(max_model_len, 400))
+    if draw(st.booleans()):  # half the layers slide: vLLM's hybrid KV groups (kv_layout.py)
+        window = draw(st.integers(2, 96))
+        knobs["model"] = sliding_model(window)
+        # vLLM's start-up check: a window plus a step's tokens per sliding group
+        min_blocks += -(-min(window - 1 + budget, max_model_len) // block_size) + 1
     deployment = small_deployment(
         blocks=draw(st.integers(min_blocks, 4 * min_blocks)), block_size=block_size,
         max_num_seqs=draw(st.integers(1, 8)), budget=budget, chunked=chunked,

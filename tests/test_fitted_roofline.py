@@ -43,6 +43,20 @@ def test_a_gpu_without_tables_gets_the_fitted_roofline_and_says_so(gpu: str) -> 
     assert isinstance(cost_model_for(_deployment("qwen3-8b", gpu), "roofline"), RooflineCostModel)
 
 
+@pytest.mark.parametrize(("gpu", "nvidia"), [("h20", True), ("mi355x", False)])
+def test_h20_and_mi355x_have_no_tables_and_get_the_fitted_roofline(gpu: str, nvidia: bool) -> None:
+    assert shipped_tables(gpu) is None
+    for kw in ({"tp": 1}, {"tp": 8}, {"tp": 8, "quantization": "fp8"}):
+        cost = cost_model_for(_deployment("qwen3-8b", gpu, **kw))
+        assert isinstance(cost, KernelCostModel), kw
+        location = cost.provenance()["tables"]["location"]
+        assert location.startswith(f"fitted roofline (no kernel tables for {gpu}; curves from ")
+        assert ("efficiencies fitted on NVIDIA GPUs" in location) is not nvidia
+    notes = cost.provenance()["tables"]["sources"][0]["notes"]
+    link = "nvlink4 link (450 GB/s" if nvidia else "xgmi link (537.6 GB/s"
+    assert any(f"scaled to its {link} per direction)" in note for note in notes)
+
+
 def test_other_vendors_are_told_the_efficiencies_are_nvidia_ones_and_gaps_fall_back_to_the_roofline() -> None:
     prov = cost_model_for(_deployment("qwen3-8b", "mi300x")).provenance()
     assert "efficiencies fitted on NVIDIA GPUs" in prov["tables"]["location"]

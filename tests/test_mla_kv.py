@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from rllmsim.cost.kernels.model import KernelCostModel
+from rllmsim.cost.kernels.tables import KernelTables, shipped_tables
 from rllmsim.cost.roofline import RooflineCostModel
 from rllmsim.cost.select import cost_model_for
 from rllmsim.deployment import Deployment
@@ -30,14 +32,17 @@ def test_fp8_kv_cache_halves_the_latent() -> None:
     assert d.kv_bytes_per_token_per_gpu == 61 * 576
 
 
-def test_mla_models_are_timed_by_the_roofline_until_the_kernel_model_has_mla_ops() -> None:
+def test_mla_models_are_timed_by_the_kernel_model_from_the_mla_module_tables() -> None:
     d = Deployment(model=load_model("deepseek-r1"), gpu=load_gpu("h200"), tp=8, max_model_len=32768)
     cost = cost_model_for(d)
-    assert isinstance(cost, RooflineCostModel) and "MLA attention is not in the kernel model" in cost.provenance()["note"]
-    with pytest.raises(ConfigError, match="MLA attention is not in the kernel model"):
-        cost_model_for(d, "kernels")
+    assert isinstance(cost, KernelCostModel) and "MLA module" in cost.provenance()["ops"]["attention"]
 
 
-def test_sliding_window_models_are_still_refused_in_one_line() -> None:
-    with pytest.raises(ConfigError, match="sliding"):
-        Deployment(model=load_model("gpt-oss-120b"), gpu=load_gpu("h100-sxm"), tp=4, max_model_len=8192)
+def test_tables_without_mla_modules_leave_mla_models_to_the_roofline() -> None:
+    d = Deployment(model=load_model("deepseek-r1"), gpu=load_gpu("h200"), tp=8, max_model_len=32768)
+    shipped = shipped_tables("h200")
+    bare = KernelTables({k: v for k, v in shipped.tables.items() if not k.startswith("mla_")}, dict(shipped.meta))
+    with pytest.raises(ConfigError, match="no MLA module table"):
+        KernelCostModel(d, bare)
+    assert isinstance(cost_model_for(d, "roofline"), RooflineCostModel)
+

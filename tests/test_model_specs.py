@@ -17,14 +17,17 @@ from rllmsim.specs.model_catalog import SUPPORTED_ARCHITECTURES
 #: MiniMax-M2 / GLM-4.x architectures.
 NEW_MODELS = {
     "deepseek-r1": "deepseek-ai/DeepSeek-R1",
+    "deepseek-r1-0528": "deepseek-ai/DeepSeek-R1-0528",
     "deepseek-v3.1": "deepseek-ai/DeepSeek-V3.1",
     "kimi-k2-instruct": "moonshotai/Kimi-K2-Instruct",
     "kimi-k2-thinking": "moonshotai/Kimi-K2-Thinking",
     "gpt-oss-120b": "openai/gpt-oss-120b",
     "gpt-oss-20b": "openai/gpt-oss-20b",
     "qwen3-235b-a22b-fp8": "Qwen/Qwen3-235B-A22B-FP8",
+    "qwen3-235b-a22b-thinking-2507": "Qwen/Qwen3-235B-A22B-Thinking-2507",
     "qwen3-30b-a3b-thinking-2507": "Qwen/Qwen3-30B-A3B-Thinking-2507",
     "qwen3-30b-a3b-instruct-2507": "Qwen/Qwen3-30B-A3B-Instruct-2507",
+    "minimax-m2": "MiniMaxAI/MiniMax-M2",
     "minimax-m2.5": "MiniMaxAI/MiniMax-M2.5",
     "glm-4.6": "zai-org/GLM-4.6",
 }
@@ -186,6 +189,37 @@ def test_qwen3_moe_entries_are_plain_gqa() -> None:
         assert spec.attention.kind == "gqa" and not spec.attention.has_sliding_window
         assert spec.attention.qk_norm == "per_head" and not spec.router_bias and spec.num_mtp_layers == 0
     assert load_model("qwen3-235b-a22b-fp8").checkpoint_quantization == "fp8"
+
+
+def _shapes(name: str) -> tuple:
+    """What sizes a model: every count, layer split and KV shape (not its name or context)."""
+    s = load_model(name)
+    return (s.param_count(), s.active_param_count("all"), s.mtp_param_count(), s.num_layers,
+            s.num_dense_layers, s.num_moe_layers, s.num_experts, s.attention, s.kv_bytes_per_token(BF16))
+
+
+def test_r1_0528_is_r1s_architecture_under_its_own_id() -> None:
+    spec = load_model("deepseek-ai/DeepSeek-R1-0528")
+    assert spec.name == "deepseek-r1-0528" and spec.reasoning and spec.checkpoint_quantization == "fp8"
+    assert load_model("DeepSeek-R1").name == "deepseek-r1"  # the January release stays apart
+    assert _shapes("deepseek-r1-0528") == _shapes("deepseek-r1")
+    assert spec.attention.mla_latent_dim == 576 and spec.num_mtp_layers == 1
+
+
+def test_qwen3_235b_thinking_2507_is_bf16_with_256k_context() -> None:
+    spec = load_model("Qwen/Qwen3-235B-A22B-Thinking-2507")
+    assert spec.name == "qwen3-235b-a22b-thinking-2507" and spec.reasoning
+    assert spec.max_position_embeddings == 262144 and spec.checkpoint_quantization is None
+    assert load_model("Qwen/Qwen3-235B-A22B-FP8").max_position_embeddings == 40960
+    assert _shapes("qwen3-235b-a22b-thinking-2507") == _shapes("qwen3-235b-a22b-fp8")
+
+
+def test_minimax_m2_all_softmax_layers_same_shapes_as_m25() -> None:
+    spec = load_model("MiniMaxAI/MiniMax-M2")
+    assert spec.name == "minimax-m2" and load_model("MiniMaxAI/MiniMax-M2.5").name == "minimax-m2.5"
+    assert spec.attention.layer_types in ((), ("full_attention",) * 62) and not spec.attention.has_sliding_window
+    assert spec.max_position_embeddings == 196608 and spec.checkpoint_quantization == "fp8"
+    assert _shapes("minimax-m2") == _shapes("minimax-m2.5")
 
 
 # ---- errors --------------------------------------------------------------------------------------

@@ -32,7 +32,7 @@ REQUIRED_MODELS = {
 }
 REQUIRED_GPUS = {
     "a100-40gb", "a100-80gb", "h100-sxm", "h100-pcie", "h200", "b200", "b300", "gb200", "gb300",
-    "l40s", "l4", "rtx-4090", "rtx-pro-6000", "mi300x", "arc-pro-b60",
+    "l40s", "l4", "rtx-4090", "rtx-pro-6000", "mi300x", "arc-pro-b60", "h20", "mi355x",
 }
 #: Blackwell Ultra cuts INT8 tensor throughput below its BF16 rate (datasheet: 307 / 330 TOPS sparse).
 REDUCED_INT8_GPUS = {"b300", "gb300"}
@@ -255,6 +255,10 @@ def test_gpu_numbers_positive_with_price_provenance(name: str) -> None:
         ("NVIDIA A100-SXM4-40GB", "a100-40gb"),
         ("AMD Instinct MI300X", "mi300x"),
         ("RTX 4090", "rtx-4090"),
+        ("NVIDIA H20", "h20"),  # nvidia-smi's name; not the H200
+        ("NVIDIA H200", "h200"),
+        ("AMD Instinct MI355X", "mi355x"),
+        ("MI355X", "mi355x"),
     ],
 )
 def test_gpu_aliases(alias: str, key: str) -> None:
@@ -317,6 +321,19 @@ def test_kernel_table_gpus_memory_matches_system_yaml() -> None:
                     "arc-pro-b60": 25769803776}
     for name, capacity in mem_capacity.items():
         assert load_gpu(name).hbm_bytes == pytest.approx(capacity, rel=1e-4), name
+
+
+def test_h20_and_mi355x_datasheet_figures() -> None:
+    """H20: Hopper memory and links with ~15% of H100's tensor peak; MI355X: CDNA 4, 288 GB."""
+    h20, h100, mi = load_gpu("h20"), load_gpu("h100-sxm"), load_gpu("mi355x")
+    assert (h20.hbm_bandwidth_gbps, h20.bf16_tflops, h20.fp8_tflops, h20.int8_tops) == (4000, 148, 296, 296)
+    assert h20.hbm_bytes == pytest.approx(97871 * 2**20, rel=1e-4) and h20.interconnect_gbps == h100.interconnect_gbps
+    assert h20.bf16_tflops / h100.bf16_tflops == pytest.approx(0.15, abs=0.01)
+    assert mi.vendor == "amd" and mi.hbm_gib == 288 and mi.hbm_bandwidth_gbps == 8000
+    assert (mi.bf16_tflops, mi.fp8_tflops) == (2516.6, 5033.2) and mi.peak_tflops(1) == mi.fp8_tflops
+    assert mi.interconnect == "xgmi" and mi.interconnect_gbps == pytest.approx(7 * 153.6 / 2)
+    # neither has a public on-demand list price: each price names the stand-in it is
+    assert all(g.price_source.startswith("Proxy: ") for g in (h20, mi))
 
 
 def test_unknown_gpu_is_one_line_config_error() -> None:

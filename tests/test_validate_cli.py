@@ -96,6 +96,44 @@ def test_closed_loop_csv_with_no_simulable_row_is_one_line(tmp_path: Path) -> No
     assert not (tmp_path / "o").exists()
 
 
+#: The full column set of aiconfigurator's silicon CSVs (vllm_h100_sxm.csv and its siblings).
+AIC_FULL_HEADER = (
+    "id,silicon_data_source,backend,backend_version,model_path,system,precision,mode,isl,osl,gemm_quant_mode,"
+    "moe_quant_mode,batch_size,tp_size,pp_size,attention_dp_size,moe_tp_size,moe_ep_size,prefill_batch_size,"
+    "prefill_num_workers,prefill_tp_size,prefill_pp_size,prefill_attention_dp_size,prefill_moe_tp_size,"
+    "prefill_moe_ep_size,decode_batch_size,decode_num_workers,decode_tp_size,decode_pp_size,"
+    "decode_attention_dp_size,decode_moe_tp_size,decode_moe_ep_size,silicon_ttft_ms,silicon_tpot_ms")
+
+
+def test_closed_loop_csv_on_an_unknown_gpu_ends_in_one_line_not_a_keyerror(tmp_path: Path) -> None:
+    """Issue #11: every row skipped (a GPU outside the catalog, models outside it) once printed the
+    table and died with KeyError ('real_ttft_ms', ...); now one line names the rows and why, exit 2."""
+    blank = "," * 13  # the 14 prefill/decode columns, empty as in agg rows
+    csv = tmp_path / "vllm_x999.csv"
+    csv.write_text("\n".join([
+        AIC_FULL_HEADER,
+        f"a,source_file=x.csv; silicon_concurrency=4,vllm,0.12.0,Qwen/Qwen3-32B,x999_sxm,,agg,1024,128,,,4,2,1,,1,1,{blank},150.0,18.0",
+        f"b,source_file=x.csv; silicon_concurrency=8,vllm,0.12.0,Qwen/Qwen3-32B,x999_sxm,,agg,1024,128,,,8,2,1,,1,1,{blank},160.0,19.0",
+        f"c,source_file=x.csv; silicon_concurrency=8,vllm,0.18.0,acme/Unknown-MoE,x999_sxm,fp8,agg,1024,128,fp8,fp8,8,4,1,1,1,4,{blank},90.0,10.0",
+    ]) + "\n")
+    result = CliRunner().invoke(main, ["validate", str(csv), "--out", str(tmp_path / "o")])
+    assert result.exit_code == 2, result.output
+    assert result.output.count("\n") == 1 and "Traceback" not in result.output and "KeyError" not in result.output
+    assert "vllm_x999.csv: none of its 3 rows can be simulated" in result.output
+    assert "rows 2-3: unknown GPU 'x999_sxm'" in result.output and "row 4: unknown model 'acme/Unknown-MoE'" in result.output
+    assert not (tmp_path / "o").exists()
+
+
+def test_closed_loop_rows_with_more_fields_than_the_header_are_one_line(tmp_path: Path) -> None:
+    """A row one field longer than the header would shift every column (pandas reads the first
+    field as an index): refused in one line rather than misread or a ValueError traceback."""
+    csv = tmp_path / "ragged.csv"
+    csv.write_text("\n".join([AIC_HEADER, AIC_ROWS[0] + ",extra", AIC_ROWS[3] + ",extra"]) + "\n")
+    result = CliRunner().invoke(main, ["validate", str(csv), "--out", str(tmp_path / "o")])
+    assert result.exit_code == 2 and result.output.count("\n") == 1 and "Traceback" not in result.output
+    assert "ragged.csv: its rows have more fields than its header names" in result.output
+
+
 def test_user_mistakes_are_one_line(tmp_path: Path) -> None:
     runner = CliRunner()
     result = runner.invoke(main, ["validate", str(tmp_path / "missing")])

@@ -3,7 +3,8 @@
 Used when no profile of the deployment exists. A step's time is the sum of
 - the linear layers: the larger of their FLOPs at the tensor-core peak and their weight bytes at
   the HBM bandwidth (small decode batches are bandwidth-bound, large prefills compute-bound);
-- attention: the larger of its FLOPs (prefill pairs, decode context) and its KV bytes read;
+- attention: the larger of its FLOPs (prefill pairs, decode context) and its KV bytes read
+  (sliding-window layers read at most their window, `rllmsim.cost.sliding`);
 - tensor-parallel all-reduces, two per layer, ring-style over the interconnect;
 - the host time of the step, a fixed part (scheduling, input preparation) plus a per-sequence
   one (output processing): added to the GPU time without async scheduling, overlapped with it
@@ -22,6 +23,7 @@ from typing import Any, Callable
 import numpy as np
 
 from rllmsim.cost.features import FEATURE_NAMES, StepFeatures
+from rllmsim.cost.sliding import SlidingLayers, kv_bytes_per_layer_token_per_gpu
 from rllmsim.deployment import Deployment
 from rllmsim.errors import ConfigError
 from rllmsim.specs import dtype_bytes
@@ -109,7 +111,13 @@ class RooflineCostModel:
         self._dense_read_s = dense_bytes / bytes_per_s
         self._expert_read_s = expert_bytes / bytes_per_s
         self._s_per_pair = model.attention_flops_per_pair() / tp / attn_flops_per_s
-        self._s_per_kv_token = deployment.kv_bytes_per_token_per_gpu / bytes_per_s
+        self._sliding = SlidingLayers.of(deployment, self._s_per_pair, bytes_per_s)
+        if self._sliding is None:
+            self._s_per_kv_token = deployment.kv_bytes_per_token_per_gpu / bytes_per_s
+        else:  # the coefficients of the full-attention layers; `_sliding` times the others
+            full = model.num_layers - model.attention.num_sliding_layers
+            self._s_per_pair = self._s_per_pair * full / model.num_layers
+            self._s_per_kv_token = full * kv_bytes_per_layer_token_per_gpu(deployment) / bytes_per_s
         self._s_attention_one_token = max(self._s_per_pair, self._s_per_kv_token)
         self._allreduce_per_token_s, self._allreduce_fixed_s = self._allreduce_coefficients()
         self._per_seq_s = p.per_seq_overhead_s
@@ -150,21 +158,30 @@ class RooflineCostModel:
             attention = (self._s_attention_one_token * kv_tokens if per_seq == 1
                          else self._attention(kv_tokens * per_seq, kv_tokens))
             gpu_terms, host = self._decode_batch_terms(seqs, per_seq)
-            return self._combine(attention + gpu_terms, host, np.maximum)
+            gpu = attention + gpu_terms
+            if self._sliding is not None:  # in `_seconds`' order, so a run and its steps agree bit for bit
+                read = np.minimum(kv_tokens, seqs * self._sliding.window)
+                gpu = gpu + np.maximum(self._sliding.s_per_pair * (read * per_seq), self._sliding.s_per_kv_token * read)
+            return self._combine(gpu, host, np.maximum)
         if len(f) == 1 and not self.deployment.model.num_experts:
             # one scheduled step (one per arrival): the same formula on Python numbers, which
             # are IEEE doubles too, so the bits match a one-element array's, without a dozen
             # array calls
             row = [int(getattr(f, name)[0]) for name in FEATURE_NAMES]
-            return np.array([self._seconds(*_totals(*row, maximum=max), maximum=max)])
-        totals = _totals(f.prefill_tokens, f.prefill_seqs, f.prefill_attn_pairs, f.prefill_kv_tokens,
-                         f.decode_seqs, f.decode_tokens, f.decode_kv_tokens, maximum=np.maximum)
-        return self._seconds(*totals, maximum=np.maximum)
+            sliding = self._sliding.seconds(*row, minimum=min, maximum=max) if self._sliding else 0.0
+            return np.array([self._seconds(*_totals(*row, maximum=max), maximum=max, sliding=sliding)])
+        columns = (f.prefill_tokens, f.prefill_seqs, f.prefill_attn_pairs, f.prefill_kv_tokens,
+                   f.decode_seqs, f.decode_tokens, f.decode_kv_tokens)
+        sliding = self._sliding.seconds(*columns, minimum=np.minimum, maximum=np.maximum) if self._sliding else 0.0
+        return self._seconds(*_totals(*columns, maximum=np.maximum), maximum=np.maximum, sliding=sliding)
 
-    def _seconds(self, pairs: Any, kv_tokens: Any, tokens: Any, seqs: Any, maximum: Callable) -> Any:
+    def _seconds(self, pairs: Any, kv_tokens: Any, tokens: Any, seqs: Any, maximum: Callable, sliding: Any = 0.0) -> Any:
         """Step seconds from attention's query-key pairs and KV tokens read and the step's token
-        and sequence counts: arrays (with np.maximum) or plain numbers (with max)."""
+        and sequence counts: arrays (with np.maximum) or plain numbers (with max); `sliding` is
+        the attention of sliding-window layers, apart (`rllmsim.cost.sliding`)."""
         gpu = self._attention(pairs, kv_tokens, maximum) + self._batch_terms(tokens, seqs, maximum)
+        if self._sliding is not None:
+            gpu = gpu + sliding
         return self._combine(gpu, self._host(seqs), maximum)
 
     def _host(self, seqs: Any) -> Any:

@@ -12,9 +12,9 @@ from __future__ import annotations
 import numpy as np
 
 _FIELDS = ("rid", "tokens", "computed", "generated", "target", "blocks", "accepted", "accept_rate",
-           "group", "shared", "prefix_blocks")
+           "group", "shared", "prefix_blocks", "window")
 (_RID, _TOKENS, _COMPUTED, _GENERATED, _TARGET, _BLOCKS, _ACCEPTED, _ACCEPT_RATE,
- _GROUP, _SHARED, _PREFIX_BLOCKS) = range(len(_FIELDS))
+ _GROUP, _SHARED, _PREFIX_BLOCKS, _WINDOW) = range(len(_FIELDS))
 
 
 FIELD_INDEX = {name: i for i, name in enumerate(_FIELDS)}
@@ -48,6 +48,7 @@ class RunningBatch:
     group = _row(_GROUP)
     shared = _row(_SHARED)
     prefix_blocks = _row(_PREFIX_BLOCKS)
+    window = _row(_WINDOW)
 
     def __init__(self) -> None:
         self._data = np.zeros((len(_FIELDS), 0), dtype=np.int64)
@@ -56,9 +57,10 @@ class RunningBatch:
         return self._data.shape[1]
 
     def append(self, rid: int, tokens: int, computed: int, generated: int, target: int, blocks: int,
-               accept_rate: int = 0, group: int = -1, shared: int = 0, prefix_blocks: int = 0) -> None:
+               accept_rate: int = 0, group: int = -1, shared: int = 0, prefix_blocks: int = 0,
+               window: int = 0) -> None:
         column = np.array([rid, tokens, computed, generated, target, blocks, 0, accept_rate, group, shared,
-                           prefix_blocks], dtype=np.int64)
+                           prefix_blocks, window], dtype=np.int64)
         self._data = np.concatenate((self._data, column[:, None]), axis=1)
 
     def pop_last(self) -> np.ndarray:

@@ -63,7 +63,8 @@ class Cluster:
         self.truncated_outputs = self._apply_max_model_len()
         config = SchedulerConfig(deployment.max_num_seqs, deployment.max_num_batched_tokens,
                                  deployment.enable_chunked_prefill, deployment.num_speculative_tokens,
-                                 deployment.enable_prefix_caching, deployment.scheduler_reserve_full_isl)
+                                 deployment.enable_prefix_caching, deployment.scheduler_reserve_full_isl,
+                                 deployment.kv_layout)
         if deployment.speculative_method:
             # each request its own acceptance, from the run's "speculation" stream (rng) when given
             rng = rng if rng is not None else np.random.default_rng(0)

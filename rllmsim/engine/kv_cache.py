@@ -56,6 +56,14 @@ class BlockPool:
         self.take(blocks)
         return True
 
+    def change(self, blocks: int) -> None:
+        """Take `blocks` blocks (the caller checked they are free), or release -`blocks` when
+        negative: a step whose sliding-window layers free more than it allocates."""
+        if blocks >= 0:
+            self.take(blocks)
+        else:
+            self.release(-blocks)
+
     def release(self, blocks: int) -> None:
         self.free += blocks
         assert self.free <= self.capacity, "released more KV blocks than were allocated"

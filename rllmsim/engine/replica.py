@@ -162,11 +162,12 @@ class Replica:
             decode_tokens += run_steps * seqs * tokens_per_seq
         self.steps += done
         blocks = used.astype(np.float64)
-        # blocks are only allocated within a segment, so its last step holds the most
+        # without sliding windows blocks are only allocated within a segment: its last step holds the most
+        peak = int(np.maximum.reduce(used)) if scheduler.hybrid_kv else int(used[-1])
         self.timeline.record(
-            self.index, start, self.clock, done, running, waiting, int(used[0]), int(used[-1]),
+            self.index, start, self.clock, done, running, waiting, int(used[0]), peak,
             float(np.dot(blocks, durations)), float(np.dot(blocks * blocks, durations)), prefill_tokens,
-            decode_tokens, emitted, preempted)
+            decode_tokens, emitted, preempted, scheduler.window_blocks_held)
         if self.on_finish is not None:
             for rids in (plan_finished, finished):
                 if len(rids):

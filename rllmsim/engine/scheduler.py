@@ -29,8 +29,9 @@ from rllmsim.cost.features import StepFeatures, step_row
 from rllmsim.engine import speculation
 from rllmsim.engine.batch import FIELD_INDEX, RunningBatch
 from rllmsim.engine.kv_cache import BlockPool
+from rllmsim.engine.kv_layout import KVLayout
 from rllmsim.engine.request import RequestLedger
-from rllmsim.engine.segment import DecodeRun, plan_decode_run, plan_speculative_run
+from rllmsim.engine.scheduler_runs import DecodeRunPlanning, StepOutcome
 from rllmsim.metrics.histogram import LogHistogram
 
 _NO_REQUESTS = np.zeros(0, dtype=np.int64)
@@ -52,6 +53,8 @@ class SchedulerConfig:
     #: all its known tokens (prompt, plus output so far when resumed) beyond its prefix-cache hit;
     #: off, only the blocks of the chunk it is scheduled are checked.
     scheduler_reserve_full_isl: bool = True
+    #: how the layers share the pool; None: one group of every layer (no sliding windows)
+    kv_layout: KVLayout | None = None
 
 
 @dataclass
@@ -71,15 +74,25 @@ class StepPlan:
         return self.preempted == 0 and self.admitted == 0 and bool(self.is_decode.all())
 
 
-class StepOutcome(NamedTuple):
-    """What applying steps emitted: tokens out and the ids of requests that finished."""
+class HeadAdmission(NamedTuple):
+    """Admitting the waiting head: its known tokens and output so far, its prefix group, prefix
+    blocks and cache hit, the tokens it is scheduled, the blocks they take (full attention, then
+    sliding windows) and the free blocks the admission gate requires."""
 
-    emitted: int
-    finished: np.ndarray
+    tokens: int
+    generated: int
+    group: int
+    prefix_blocks: int
+    hit_blocks: int
+    take: int
+    need: int
+    window: int
+    required: int
 
 
-class Scheduler:
-    """Running batch, waiting queue and KV pool of one replica, advanced one step at a time."""
+class Scheduler(DecodeRunPlanning):
+    """Running batch, waiting queue and KV pool of one replica, advanced one step at a time
+    (and, through `DecodeRunPlanning`, many decode steps at once)."""
 
     def __init__(self, config: SchedulerConfig, pool: BlockPool, ledger: RequestLedger) -> None:
         self.config = config
@@ -88,6 +101,8 @@ class Scheduler:
         self.running = RunningBatch()
         self.waiting: deque[int] = deque()
         self.spec = config.num_speculative_tokens
+        self.layout = config.kv_layout or KVLayout(pool.block_size, 0)
+        self.hybrid_kv = self.layout.hybrid
         self.prefix_query_tokens = 0
         self.prefix_hit_tokens = 0
         # True after a fast-forwarded run: every running sequence is then decoding, which saves
@@ -97,6 +112,11 @@ class Scheduler:
     @property
     def outstanding(self) -> int:
         return len(self.running) + len(self.waiting)
+
+    @property
+    def window_blocks_held(self) -> int:
+        """Blocks the running sequences' sliding-window layers hold (0 without such layers)."""
+        return int(_total(self.running.window)) if self.hybrid_kv else 0
 
     # -- one step -------------------------------------------------------------------------
     def schedule(self, now: float) -> StepPlan:
@@ -118,10 +138,15 @@ class Scheduler:
         # needs none; speculative lookahead slots may already be held
         need = np.maximum(_ceil_div(batch.computed + sched, pool.block_size) - batch.blocks - batch.shared, 0)
         total_need = int(_total(need))
+        if self.hybrid_kv:
+            window = np.where(sched > 0, self.layout.window_blocks(batch.computed, sched), batch.window)
+            total_need += int(_total(window - batch.window))
         preempted = 0
         if total_need <= pool.free:
-            pool.take(total_need)
+            pool.change(total_need)
             batch.blocks += need
+            if self.hybrid_kv:
+                batch.window = window
         else:
             sched, preempted = self._schedule_with_preemption(want, budget)
         budget -= int(_total(sched))
@@ -143,10 +168,15 @@ class Scheduler:
         computed = batch.computed
         need = computed % pool.block_size == 0
         total_need = int(np.count_nonzero(need))
+        if self.hybrid_kv:
+            window = self.layout.window_blocks(computed, 1)
+            total_need += int(_total(window - batch.window))
         if total_need > pool.free:
             return None
-        pool.take(total_need)
+        pool.change(total_need)
         batch.blocks += need
+        if self.hybrid_kv:
+            batch.window = window
         decode_kv = int(_total(computed))
         joined = self._admit(budget - n, now)
         sched = np.ones(n + len(joined), dtype=np.int64)
@@ -221,83 +251,6 @@ class Scheduler:
         batch.tokens += emitted
         return emitted
 
-    # -- fast-forward runs ----------------------------------------------------------------
-    def plan_run(self, plan: StepPlan, max_steps: int) -> DecodeRun | None:
-        """The decode steps that follow `plan` before the batch can change, or None.
-
-        They follow when every running sequence decodes after `plan` (each completes its known
-        tokens in it), the budget covers them all, and no waiting request can join: the queue is
-        empty, or `plan` was itself pure decode, in which case what kept the waiting head out
-        (budget, sequences, the blocks of its chunk or, under `scheduler_reserve_full_isl`, of its
-        whole sequence) can only tighten until the batch changes — unless the head
-        would reuse an unreferenced cached prefix, which it must pull out of the free pool: a
-        decode step can evict that prefix and make the head cheaper to admit.
-        """
-        batch, pool = self.running, self.pool
-        per_seq = 1 + self.spec
-        if len(batch) * per_seq > self.config.max_num_batched_tokens:
-            return None
-        if self.waiting and (not plan.pure_decode or self._head_reuses_evictable_prefix()):
-            return None
-        if not self.spec:
-            computed = batch.computed + plan.sched
-            if not _all(computed == batch.tokens):
-                return None
-            return plan_decode_run(computed, batch.target - batch.generated - 1, pool.free, pool.block_size, max_steps)
-        if not plan.pure_decode or not (plan.sched == per_seq).all():
-            return None
-        gain = speculation.emitted_after(batch.accepted, batch.accept_rate, 1)
-        gain = np.minimum(gain, batch.target - batch.generated)
-        return plan_speculative_run(batch.computed + gain, batch.accepted + batch.accept_rate,
-                                    batch.accept_rate, batch.target - batch.generated - gain,
-                                    batch.blocks + batch.shared, pool.free, pool.block_size, self.spec, max_steps)
-
-    def plan_decode_only_run(self, max_steps: int) -> DecodeRun | None:
-        """A run starting now, when every running sequence is decoding, nobody waits and the
-        budget covers them all: the general scheduler would give each one token per step."""
-        batch = self.running
-        if self.spec or self.waiting or not len(batch) or len(batch) > self.config.max_num_batched_tokens:
-            return None
-        if not self._all_decoding and not self._every_sequence_decodes():
-            return None
-        return plan_decode_run(batch.computed, batch.target - batch.generated, self.pool.free,
-                               self.pool.block_size, max_steps)
-
-    def _every_sequence_decodes(self) -> bool:
-        batch = self.running
-        return bool(_all(batch.computed == batch.tokens - 1) and _all(batch.generated >= 1))
-
-    def _head_reuses_evictable_prefix(self) -> bool:
-        if not self.config.enable_prefix_caching:
-            return False
-        rid = self.waiting[0]
-        group, _, hit_blocks = self._prefix_lookup(rid, int(self.ledger.prompt[rid] + self.ledger.generated[rid]))
-        return hit_blocks > 0 and self.pool.reference_cost(group) > 0
-
-    def advance(self, run: DecodeRun, gaps: np.ndarray, end: float, itl: LogHistogram) -> StepOutcome:
-        """Apply the first steps of a planned run at once: `gaps` holds their durations (each is
-        the inter-token latency of every running sequence) and `end` is when the last ended."""
-        steps = len(gaps)
-        batch, ledger, pool = self.running, self.ledger, self.pool
-        if run.accept_rate is None:
-            tokens, emitted = steps, steps * len(batch)
-            held = -(-(batch.computed + steps) // pool.block_size)
-        else:
-            tokens = np.minimum(speculation.emitted_after(batch.accepted, run.accept_rate, steps),
-                                batch.target - batch.generated)
-            batch.accepted += steps * run.accept_rate
-            emitted = int(_total(tokens))
-            held = run.blocks_at(steps - 1).copy()
-        batch.add_tokens(tokens)
-        held -= batch.shared
-        batch.blocks = held
-        pool.take(int(run.new_blocks_cum[steps - 1]))
-        itl.add(gaps, len(batch))
-        ledger.last_token[batch.rid] = end
-        self._all_decoding = True
-        finished = self._retire_finished() if steps >= run.until_finish else _NO_REQUESTS
-        return StepOutcome(emitted, finished)
-
     def _retire_finished(self) -> np.ndarray:
         """Retire the requests that emitted their last token; each finished when it did."""
         batch, ledger = self.running, self.ledger
@@ -307,7 +260,7 @@ class Scheduler:
         done_rids = batch.rid[done]
         ledger.finish[done_rids] = ledger.last_token[done_rids]
         ledger.generated[done_rids] = batch.generated[done]
-        self.pool.release(int(_total(batch.blocks[done])))
+        self.pool.release(int(_total(batch.blocks[done] + batch.window[done])))
         if self.config.enable_prefix_caching and _any(batch.shared):
             for group in batch.group[done & (batch.shared > 0)].tolist():
                 self.pool.dereference(group)
@@ -325,14 +278,18 @@ class Scheduler:
             take = min(int(want[i]), budget)
             held = int(batch.blocks[i] + batch.shared[i])
             need = max(0, math.ceil((int(batch.computed[i]) + take) / pool.block_size) - held)
-            while need > pool.free and i < len(batch):
+            window = int(self.layout.window_blocks(int(batch.computed[i]), take)) if self.hybrid_kv else 0
+            grow = need + (window - int(batch.window[i]) if self.hybrid_kv else 0)
+            while grow > pool.free and i < len(batch):
                 self._preempt_newest()
                 sched = sched[:-1]
                 preempted += 1
             if i >= len(batch):
                 break
-            pool.take(need)
+            pool.change(grow)
             batch.blocks[i] += need
+            if self.hybrid_kv:
+                batch.window[i] = window
             sched[i] = take
             budget -= take
             i += 1
@@ -344,7 +301,7 @@ class Scheduler:
         unless they are evicted first."""
         seq = self.running.pop_last()
         rid, blocks, shared = int(seq[FIELD_INDEX["rid"]]), int(seq[FIELD_INDEX["blocks"]]), int(seq[FIELD_INDEX["shared"]])
-        self.pool.release(blocks)
+        self.pool.release(blocks + int(seq[FIELD_INDEX["window"]]))
         if shared > 0:
             self.pool.dereference(int(seq[FIELD_INDEX["group"]]))
         elif self.config.enable_prefix_caching:
@@ -365,27 +322,20 @@ class Scheduler:
         prefix-cache hit are not needed again, but an unreferenced cached prefix counts, since
         referencing it takes it out of the free pool. A request that fails waits at the head."""
         batch, pool, ledger, cfg = self.running, self.pool, self.ledger, self.config
-        full_isl = cfg.scheduler_reserve_full_isl
         joined: list[tuple[int, int, bool]] = []
         while self.waiting and len(batch) < cfg.max_num_seqs and budget > 0:
             rid = self.waiting[0]
-            generated = int(ledger.generated[rid])
-            tokens = int(ledger.prompt[rid]) + generated
-            group, prefix_blocks, hit_blocks = self._prefix_lookup(rid, tokens)
+            head = self._head_admission(budget)
+            if head is None or head.required > pool.free:
+                break
+            tokens, generated, group, prefix_blocks, hit_blocks, take, need, window, _ = head
             hit = hit_blocks * pool.block_size
-            if not cfg.enable_chunked_prefill and tokens - hit > budget:
-                break
-            take = min(tokens - hit, budget)
-            need = pool.blocks_for(hit + take) - hit_blocks
-            reserve = pool.blocks_for(tokens) - hit_blocks if full_isl else need
-            if reserve + (pool.reference_cost(group) if hit_blocks else 0) > pool.free:
-                break
             if hit_blocks:
                 pool.reference(group)
-            pool.take(need)
+            pool.take(need + window)
             self.waiting.popleft()
             batch.append(rid, tokens, hit, generated, int(ledger.target[rid]), need,
-                         int(ledger.accept_rate[rid]), group, hit_blocks, 0 if hit_blocks else prefix_blocks)
+                         int(ledger.accept_rate[rid]), group, hit_blocks, 0 if hit_blocks else prefix_blocks, window)
             if cfg.enable_prefix_caching:
                 self.prefix_query_tokens += tokens
                 self.prefix_hit_tokens += hit
@@ -395,6 +345,27 @@ class Scheduler:
             joined.append((take, hit, generated >= 1 and hit == tokens - 1))
             budget -= take
         return joined
+
+    def _head_admission(self, budget: int) -> HeadAdmission | None:
+        """What admitting the waiting head with `budget` tokens left would take, or None when
+        it cannot join whatever the blocks (without chunked prefill its prompt must fit the budget)."""
+        pool, ledger, cfg = self.pool, self.ledger, self.config
+        rid = self.waiting[0]
+        generated = int(ledger.generated[rid])
+        tokens = int(ledger.prompt[rid]) + generated
+        group, prefix_blocks, hit_blocks = self._prefix_lookup(rid, tokens)
+        hit = hit_blocks * pool.block_size
+        if not cfg.enable_chunked_prefill and tokens - hit > budget:
+            return None
+        take = min(tokens - hit, budget)
+        need = pool.blocks_for(hit + take) - hit_blocks
+        window = int(self.layout.window_blocks(hit, take)) if self.hybrid_kv else 0
+        if cfg.scheduler_reserve_full_isl:
+            reserve = pool.blocks_for(tokens) - hit_blocks + self.layout.window_reserve(tokens)
+        else:
+            reserve = need + window
+        required = reserve + (pool.reference_cost(group) if hit_blocks else 0)
+        return HeadAdmission(tokens, generated, group, prefix_blocks, hit_blocks, take, need, window, required)
 
     def _prefix_lookup(self, rid: int, tokens: int) -> tuple[int, int, int]:
         """(group, full prefix blocks, cached blocks usable now) for a request about to be

@@ -12,6 +12,7 @@ import pandas as pd
 TIMELINE_COLUMNS = (
     "replica", "start_s", "end_s", "steps", "running", "waiting", "kv_blocks_start", "kv_blocks_peak",
     "kv_block_seconds", "kv_block_sq_seconds", "prefill_tokens", "decode_tokens", "output_tokens", "preempted",
+    "kv_window_blocks",
 )
 _FLOAT_COLUMNS = frozenset({"start_s", "end_s", "kv_block_seconds", "kv_block_sq_seconds"})
 _CHUNK_ROWS = 1 << 14
@@ -31,11 +32,13 @@ class TimelineRecorder:
 
     def record(self, replica: int, start_s: float, end_s: float, steps: int, running: int, waiting: int,
                kv_blocks_start: int, kv_blocks_peak: int, kv_block_seconds: float, kv_block_sq_seconds: float,
-               prefill_tokens: int, decode_tokens: int, output_tokens: int, preempted: int) -> None:
-        """Append one row (arguments in `TIMELINE_COLUMNS` order)."""
+               prefill_tokens: int, decode_tokens: int, output_tokens: int, preempted: int,
+               kv_window_blocks: int = 0) -> None:
+        """Append one row (arguments in `TIMELINE_COLUMNS` order). `kv_window_blocks` is what
+        sliding-window layers hold at the row's end (the rest of the blocks are full attention's)."""
         self._rows.append((replica, start_s, end_s, steps, running, waiting, kv_blocks_start, kv_blocks_peak,
                            kv_block_seconds, kv_block_sq_seconds, prefill_tokens, decode_tokens, output_tokens,
-                           preempted))
+                           preempted, kv_window_blocks))
         if len(self._rows) >= _CHUNK_ROWS:
             self._pack()
 

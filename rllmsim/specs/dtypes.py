@@ -11,7 +11,9 @@ Two different questions, two tables:
   70B model the difference (~1.3 GB) decides whether a deployment fits.
 
 Embeddings, lm_head, norms and the MoE router are not quantized by vLLM; `ModelSpec.weight_bytes`
-keeps them at 2 bytes (see rllmsim.specs.models).
+keeps them at 2 bytes (see rllmsim.specs.models). Some methods compress less than every linear
+weight: `QUANTIZATION_SCOPE` says which (MXFP4 checkpoints such as gpt-oss quantize the routed
+experts only and keep attention in bf16).
 """
 
 from __future__ import annotations
@@ -48,6 +50,12 @@ INT4_ZERO_BITS = 4
 INT4_EFFECTIVE_BITS = 4 + (INT4_SCALE_BITS + INT4_ZERO_BITS) / INT4_GROUP_SIZE  # 4.15625
 INT4_GROUPWISE_BYTES = INT4_EFFECTIVE_BITS / 8  # 0.51953125 bytes per weight
 
+# OCP microscaling FP4 (MXFP4, gpt-oss): 4-bit e2m1 weights and one 8-bit e8m0 scale per block of
+# 32, kept as such in memory by vLLM's MXFP4 MoE kernels (triton, marlin, flashinfer).
+MXFP4_BLOCK = 32
+MXFP4_EFFECTIVE_BITS = 4 + 8 / MXFP4_BLOCK  # 4.25
+MXFP4_BYTES = MXFP4_EFFECTIVE_BITS / 8  # 0.53125 bytes per weight
+
 # --quantization names -> average bytes per quantized linear weight. None is an unquantized bf16
 # checkpoint. fp8 and int8/w8a8 carry per-tensor or per-channel scales: one scale per output
 # row or per tensor is < 0.1% of the weights, so they count as exactly 1 byte.
@@ -58,7 +66,13 @@ QUANTIZATION_WEIGHT_BYTES: dict[str | None, float] = {
     "w8a8": 1.0,
     "awq": INT4_GROUPWISE_BYTES,
     "gptq": INT4_GROUPWISE_BYTES,
+    "mxfp4": MXFP4_BYTES,
 }
+
+#: Which linear weights a method compresses: "linear" (every linear weight inside the layers, the
+#: default) or "experts" (the routed experts only: gpt-oss's quantization_config lists attention,
+#: router, embeddings and lm_head in modules_to_not_convert).
+QUANTIZATION_SCOPE: dict[str, str] = {"mxfp4": "experts"}
 
 # vLLM kernel-specific spellings that describe the same storage format.
 _QUANTIZATION_ALIASES: dict[str, str] = {
@@ -94,3 +108,11 @@ def quantization_weight_bytes(name: str | None) -> float:
             f"unknown quantization {name!r}; choose one of: none, {choices}"
         )
     return QUANTIZATION_WEIGHT_BYTES[key]
+
+
+def quantization_scope(name: str | None) -> str:
+    """"linear" or "experts": which linear weights `--quantization name` stores compressed."""
+    if name is None:
+        return "linear"
+    key = str(name).strip().lower()
+    return QUANTIZATION_SCOPE.get(_QUANTIZATION_ALIASES.get(key, key), "linear")

@@ -116,7 +116,11 @@ def _layer_types(cfg: _Config, layers: int) -> tuple[tuple[str, ...], int | None
         raise ConfigError(f"{cfg.source}: layer_types must list {layers} entries of {' or '.join(allowed)}")
     if SLIDING_ATTENTION not in types:
         return tuple(types), None
-    return tuple(types), cfg.integer("sliding_window")
+    window, context = cfg.integer("sliding_window"), cfg.integer("max_position_embeddings")
+    if window > context:  # such a layer attends to every token: the config is inconsistent, not hybrid
+        raise ConfigError(f"{cfg.source}: sliding_window {window} is larger than max_position_embeddings "
+                          f"{context}; set sliding_window <= {context}, or mark those layers full_attention")
+    return tuple(types), window
 
 
 def _attention(cfg: _Config, model_type: str, heads: int, head_dim: int, layers: int) -> AttentionSpec:

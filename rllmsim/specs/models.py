@@ -4,8 +4,9 @@
 holds the shipped catalog. Parameter counts are derived from the shapes, not copied, and the tests
 hold them within 2% of the published sizes: that is what keeps weight memory, KV capacity and GEMM
 FLOPs honest for any config a user brings. `rllmsim.specs.attention` describes each model's
-attention (GQA or MLA, sliding windows, sinks); MLA caches its latent, sliding-window layers are
-not sized yet (`kv_bytes_per_token` refuses them rather than mis-size). See docs/models.md.
+attention (GQA or MLA, sliding windows, sinks); MLA caches its latent, and sliding-window layers
+share the block pool as vLLM's hybrid KV manager lays it out (`rllmsim.engine.kv_layout`). See
+docs/models.md.
 """
 
 from __future__ import annotations
@@ -224,35 +225,36 @@ class ModelSpec:
         """
         return self.layer_linear_params_per_token() + self.lm_head_params
 
-    def weight_bytes(self, weight_bytes_per_param: float) -> float:
-        """Bytes of all weights when linear layers take `weight_bytes_per_param` bytes each.
+    def routed_expert_params(self) -> int:
+        """Weights of the routed experts over all MoE layers (gate, up and down; no biases)."""
+        return self.num_moe_layers * self.num_experts * self._gated_mlp(self.moe_intermediate_size)
+
+    def weight_bytes(self, weight_bytes_per_param: float, scope: str = "linear") -> float:
+        """Bytes of all weights when the quantized linear weights take `weight_bytes_per_param` bytes each.
 
         At 2 bytes or more (bf16, fp32) every tensor is stored at that width. Below 2 bytes only
-        the transformer-layer linear weights shrink: vLLM's fp8/int8/AWQ/GPTQ paths leave the
-        embedding, lm_head, norms, biases and MoE router in the checkpoint's bf16.
+        the quantized weights shrink: with scope "linear" every linear weight inside the layers
+        (vLLM's fp8/int8/AWQ/GPTQ paths leave the embedding, lm_head, norms, biases and MoE router
+        in the checkpoint's bf16); with scope "experts" only the routed experts (MXFP4 checkpoints,
+        whose attention stays bf16 too).
         """
         if weight_bytes_per_param <= 0:
             raise ConfigError(f"weight bytes per parameter {weight_bytes_per_param!r} must be > 0")
+        if scope not in ("linear", "experts"):
+            raise ConfigError(f"weight quantization scope {scope!r} must be 'linear' or 'experts'")
         total = self.param_count()
         if weight_bytes_per_param >= UNQUANTIZED_BYTES:
             return float(total * weight_bytes_per_param)
-        quantized = self._quantizable_params()
+        quantized = self._quantizable_params() if scope == "linear" else self.routed_expert_params()
         return quantized * weight_bytes_per_param + (total - quantized) * UNQUANTIZED_BYTES
 
     def kv_bytes_per_token(self, kv_dtype_bytes: float) -> float:
-        """KV cache bytes one token occupies across all layers (before TP): K and V of every KV
-        head for GQA; for MLA one latent of kv_lora_rank + qk_rope_head_dim per layer (what vLLM's
-        MLA backends cache).
-
-        A model with sliding-window layers (whose cache stops growing at the window, in blocks of
-        its own under vLLM's hybrid KV manager) is refused with a ConfigError rather than sized as
-        if every layer were full attention.
+        """KV cache bytes one token occupies across all layers (before TP), as if every layer kept
+        every token: K and V of every KV head for GQA; for MLA one latent of kv_lora_rank +
+        qk_rope_head_dim per layer (what vLLM's MLA backends cache). Sliding-window layers keep
+        only their window; how that shares the pool is `rllmsim.engine.kv_layout`'s business.
         """
         a = self.attention
-        if a.has_sliding_window:
-            raise ConfigError(
-                f"{self.name}: the KV cache of its attention ({a.describe()}) is not modelled yet; "
-                "full-attention GQA and MLA models are sized (see docs/models.md)")
         if a.is_mla:
             return float(self.num_layers * a.mla_latent_dim * kv_dtype_bytes)
         return float(self.num_layers * self.num_kv_heads * self.head_dim * 2 * kv_dtype_bytes)

@@ -15,12 +15,15 @@ the measured phase starts from an idle engine with all C at once again: the simu
 there and does not simulate the warm-up.
 
 Rows the simulator cannot represent are skipped with the reason, never approximated: models
-missing from the catalog, disaggregated (prefill/decode split) serving, and 4-bit formats.
+missing from the catalog, disaggregated (prefill/decode split) serving, and 4-bit formats other than
+an MXFP4 checkpoint (gpt-oss) on a GPU without FP4 tensor cores, which is what vLLM runs there
+whatever the row's label.
 """
 
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,6 +44,11 @@ NEEDED = ("model_path", "system", "mode", "isl", "osl", "batch_size", "tp_size",
 # requests per user (num-requests / concurrency) of aiconfigurator's generated aiperf command
 BENCH_REQUESTS_PER_USER = 20
 QUANT = {"fp8": "fp8", "fp8_block": "fp8", "int8": "int8"}
+#: Labels aiconfigurator gives gpt-oss rows, whose checkpoint is MXFP4, on GPUs without FP4 tensor
+#: cores: there vLLM can only run the checkpoint's MXFP4 experts (weight-only, bf16 activations).
+FP4_LABELS = ("fp4", "nvfp4", "mxfp4")
+#: Systems with FP4 tensor cores, where an NVFP4 label could mean a re-quantized checkpoint.
+FP4_SYSTEMS = ("b200", "b300", "gb200", "gb300", "rtx_pro_6000")
 
 
 def is_aiconfigurator(path: Path) -> bool:
@@ -75,7 +83,14 @@ class ClosedLoopCase:
 def read_aiconfigurator(path: str | Path) -> list[ClosedLoopCase]:
     path = Path(path)
     try:
-        frame = pd.read_csv(path)
+        # index_col=False: rows with more fields than the header must not silently shift every
+        # column right (pandas would take the first field as an index); pandas warns instead
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", pd.errors.ParserWarning)
+            frame = pd.read_csv(path, index_col=False)
+    except pd.errors.ParserWarning:
+        raise ConfigError(f"{path.name}: its rows have more fields than its header names; "
+                          "write one header column per field") from None
     except (OSError, pd.errors.ParserError, ValueError) as exc:
         raise ConfigError(f"{path.name}: not a readable CSV: {str(exc).splitlines()[0]}") from None
     missing = [c for c in NEEDED if c not in frame.columns]
@@ -107,7 +122,10 @@ def case_deployment(case: ClosedLoopCase, gpu: str | None = None) -> Deployment:
         raise ConfigError(f"mode {case.mode}: disaggregated prefill/decode serving is not modelled")
     if case.users < 1 or case.tp < 1:
         raise ConfigError("no batch_size or tp_size")
-    if case.precision not in ("bf16", "fp16") and case.precision not in QUANT:
+    quantization = QUANT.get(case.precision)
+    if case.precision in FP4_LABELS and _runs_mxfp4_checkpoint(model.checkpoint_quantization, gpu or case.system):
+        quantization = "mxfp4"
+    elif case.precision not in ("bf16", "fp16") and case.precision not in QUANT:
         raise ConfigError(f"precision {case.precision} is not modelled")
     if case.attention_dp > 1:
         raise ConfigError(f"attention_dp_size {case.attention_dp}: data-parallel attention is not modelled yet")
@@ -115,9 +133,13 @@ def case_deployment(case: ClosedLoopCase, gpu: str | None = None) -> Deployment:
         raise ConfigError(f"moe_ep_size {case.moe_ep} with tp_size {case.tp}: only experts sharded over the TP group "
                           "(vLLM's --enable-expert-parallel without data parallelism) are modelled")
     return Deployment(model=model, gpu=load_gpu(gpu or case.system), tp=case.tp,
-                      quantization=QUANT.get(case.precision), max_model_len=case.isl + case.osl,
+                      quantization=quantization, max_model_len=case.isl + case.osl,
                       enable_expert_parallel=case.moe_ep > 1,
                       **({"vllm_version": case.backend_version} if case.backend_version else {}))
+
+
+def _runs_mxfp4_checkpoint(checkpoint_quantization: str | None, system: str) -> bool:
+    return checkpoint_quantization == "mxfp4" and not system.lower().replace("-", "_").startswith(FP4_SYSTEMS)
 
 
 def benchmark_run(case: ClosedLoopCase, deployment: Deployment, cost_model: CostModel | None = None,

@@ -21,7 +21,8 @@ from rllmsim.cost.features import StepFeatures
 from rllmsim.cost.kernels import sources
 from rllmsim.cost.kernels.host import HostParams, combine
 from rllmsim.cost.kernels.lookup import Curve, TabulatedCurve
-from rllmsim.cost.kernels.ops import KERNELS_PER_LAYER, capture_sizes, gemm_dtype, layer_shapes, max_capture_size
+from rllmsim.cost.kernels.ops import (KERNELS_PER_LAYER, capture_sizes, gemm_dtype, layer_shapes, max_capture_size,
+                                      moe_dtype)
 from rllmsim.cost.kernels.tables import KernelTables
 from rllmsim.deployment import Deployment
 from rllmsim.errors import ConfigError
@@ -96,9 +97,6 @@ class KernelCostModel:
 
     def _build(self) -> None:
         d, tables = self.deployment, self.tables
-        if d.model.attention.is_mla:
-            raise ConfigError(f"{d.model.name}: MLA attention is not in the kernel model yet (its measured tables are not "
-                              "imported yet); timed by the roofline")
         self.shapes = shapes = layer_shapes(d)
         spec_tokens = 1 + d.num_speculative_tokens
         self._max_tokens = max(d.max_num_batched_tokens, d.max_num_seqs * spec_tokens) + 1
@@ -110,7 +108,7 @@ class KernelCostModel:
         if profile is not None:
             self.ops = sources.from_layer_profile(profile, shapes, tokens, seqs)
         else:
-            self.ops = sources.from_database(tables, shapes, gemm_dtype(d), kv_dtype, d.model.vocab_size,
+            self.ops = sources.from_database(tables, shapes, gemm_dtype(d), kv_dtype, d.model,
                                              d.gpu.hbm_bandwidth_gbps, tokens, seqs)
         if d.model.num_moe_layers and "moe" not in self.ops.token_ops:
             self._add_moe(tokens)
@@ -134,11 +132,12 @@ class KernelCostModel:
         if per_seq != 1.0:
             self._seq_s = self._seq_unscaled_s * per_seq
             self._seq_outside_s = self._seq_outside_s * per_seq
-        self._layers = shapes.layers
-        # seconds per microsecond of one layer's attention, all layers (and the attention scale)
-        self._attention_factor = self._layers * US
+        # seconds per microsecond of one layer's attention, all layers of each kind (and the attention scale)
+        self._attention_factor = shapes.full_attention_layers * US
+        self._sliding_factor = shapes.sliding_layers * US
         if self.scales.attention != 1.0:
-            self._attention_factor = self._layers * US * self.scales.attention
+            self._attention_factor = shapes.full_attention_layers * US * self.scales.attention
+            self._sliding_factor = shapes.sliding_layers * US * self.scales.attention
         self._decode_rows: dict[int, tuple[TabulatedCurve, bool]] = {}
         self._run_terms: dict[tuple[int, int], tuple[TabulatedCurve, float, float, float, bool]] = {}
 
@@ -150,10 +149,13 @@ class KernelCostModel:
 
     def _add_moe(self, tokens: np.ndarray) -> None:
         d, m = self.deployment, self.deployment.model
-        args = (gemm_dtype(d), m.hidden_size, m.moe_intermediate_size, m.num_experts_per_tok, m.num_experts, d.tp)
+        args = (moe_dtype(d), m.hidden_size, m.moe_intermediate_size, m.num_experts_per_tok, m.num_experts, d.tp)
         # with expert parallelism each rank runs whole experts: moe_tp 1, moe_ep = the TP group
         tp, ep = (1, d.tp) if d.enable_expert_parallel else (d.tp, 1)
         found = sources.moe_from_database(self.tables, *args[:5], tp, tokens, ep=ep)
+        if found is None and args[0] != gemm_dtype(d):
+            raise ConfigError(f"kernel tables of {d.gpu.name} have no fused {args[0]} MoE rows at {m.name}'s expert "
+                              f"shape (moe_tp {tp}, moe_ep {ep}) and no {args[0]} GEMMs; timed by the roofline")
         if found is None:
             found = sources.routed_experts_from_gemms(self.tables, args[0], self.shapes, *args[1:], tokens)
             self.ops.sources["moe"] = "GEMM tables per touched expert"
@@ -212,11 +214,20 @@ class KernelCostModel:
         """Decode attention (seconds, all layers) against context per sequence for a batch of
         `seqs` sequences: the two measured batch rows around it, interpolated at every context
         either measured; and whether that lies beyond what was measured."""
-        grid = self.ops.decode_attention
+        grid, sliding = self.ops.decode_attention, self.ops.sliding
         i, j, _, _ = grid.bracket(float(seqs))
         contexts = np.union1d(grid.curves[i].x, grid.curves[j].x)
-        curve = Curve(contexts, grid.at_row(float(seqs), contexts) * self._attention_factor)
-        return curve, seqs > grid.rows[-1] or not self.ops.attention_exact_shape
+        if sliding is None:
+            curve = Curve(contexts, grid.at_row(float(seqs), contexts) * self._attention_factor)
+            return curve, seqs > grid.rows[-1] or not self.ops.attention_exact_shape
+        # sliding-window layers beside the full ones: both at the contexts either measured (and the window)
+        k, l, _, _ = sliding.decode.bracket(float(seqs))
+        contexts = np.union1d(contexts, np.union1d(sliding.decode.curves[k].x, sliding.decode.curves[l].x))
+        contexts = np.union1d(contexts, [float(sliding.window)])
+        seconds = (grid.at_row(float(seqs), contexts) * self._attention_factor
+                   + sliding.decode.at_row(float(seqs), sliding.decode_context(contexts)) * self._sliding_factor)
+        beyond = seqs > grid.rows[-1] or seqs > sliding.decode.rows[-1] or not self.ops.attention_exact_shape
+        return Curve(contexts, seconds), beyond
 
     def _decode_table(self, seqs: int) -> tuple[TabulatedCurve, bool]:
         """`_decode_curve` tabulated against the batch's total KV tokens, memoised (mixed steps)."""
@@ -270,9 +281,12 @@ class KernelCostModel:
         query-key pairs: exact for one chunk, the usual case under a token budget."""
         chunk = float(tokens)
         context = chunk + max(pairs / chunk - (chunk + 1) / 2, 0.0)
-        grid = self.ops.prefill_attention
+        grid, sliding = self.ops.prefill_attention, self.ops.sliding
         seconds = grid.at_row_scalar(chunk, context) * self._attention_factor
         outside = grid.outside_scalar(chunk, context) or not self.ops.attention_exact_shape
+        if sliding is not None:
+            seconds += sliding.prefill.at_row_scalar(chunk, context) * self._sliding_factor
+            outside = outside or sliding.prefill.outside_scalar(chunk, context)
         return seconds, seconds if outside else 0.0
 
     def _mixed_attention_s(self, tokens: int, pairs: int, seqs: int, decode_kv: int) -> tuple[float, float] | None:

@@ -59,6 +59,10 @@ class LayerShapes:
     norm_allreduces: int  # per layer: q/k RMSNorms over the whole layer reduce their variance across TP
     elementwise_bytes_per_token: float  # per layer
     elementwise_kernels: int  # per layer
+    mla: bool = False  # attention is an MLA module (projections inside it, `mla.py`)
+    full_attention_layers: int = 0  # layers attending to their whole context
+    sliding_layers: int = 0  # layers attending to the last `sliding_window` tokens
+    sliding_window: int = 0
 
 
 def gemm_dtype(deployment: Deployment) -> str:
@@ -70,7 +74,13 @@ def gemm_dtype(deployment: Deployment) -> str:
     model = deployment.model
     if method == "fp8" and model.checkpoint_quantization == "fp8" and "block" in model.checkpoint_quantization_format:
         return "fp8_block"
-    return {"fp8": "fp8", "fp8_block": "fp8_block", "nvfp4": "nvfp4"}.get(method, method)
+    # MXFP4 checkpoints (gpt-oss) quantize the routed experts only: every other linear runs bf16
+    return {"fp8": "fp8", "fp8_block": "fp8_block", "nvfp4": "nvfp4", "mxfp4": "bfloat16"}.get(method, method)
+
+
+def moe_dtype(deployment: Deployment) -> str:
+    """The fused-MoE table dtype of the routed experts: MXFP4 experts run vLLM's W4A16 MXFP4 kernels."""
+    return "w4a16_mxfp4" if deployment.quantization == "mxfp4" else gemm_dtype(deployment)
 
 
 def layer_shapes(deployment: Deployment) -> LayerShapes:
@@ -78,7 +88,8 @@ def layer_shapes(deployment: Deployment) -> LayerShapes:
     kv_heads = max(1, m.num_kv_heads // tp)
     heads = m.num_attention_heads // tp
     h = m.hidden_size
-    gemms = [
+    mla = m.attention.is_mla
+    gemms = [] if mla else [  # an MLA layer's projections are inside its measured module
         Gemm("qkv_proj", (heads + 2 * kv_heads) * m.head_dim, h, m.num_layers),
         Gemm("o_proj", h, heads * m.head_dim, m.num_layers),
     ]
@@ -92,7 +103,10 @@ def layer_shapes(deployment: Deployment) -> LayerShapes:
     widest = max(m.intermediate_size if m.num_dense_layers else 0, m.moe_intermediate_size * max(1, m.num_experts_per_tok))
     # two fused residual-add RMSNorms (read x and residual, write both), activation (read 2w,
     # write w), rotary on q and k (read and write), q/k norms where the model has them
-    per_token = 8 * h + 3 * widest / tp + 2 * (heads + kv_heads) * m.head_dim * (2 if m.qk_norm else 1)
+    per_token = 8 * h + 3 * widest / tp
+    if not mla:  # MLA's rotary and latent norms are inside its module
+        per_token += 2 * (heads + kv_heads) * m.head_dim * (2 if m.qk_norm else 1)
+    sliding = m.attention.num_sliding_layers
     return LayerShapes(
         gemms=tuple(gemms),
         lm_head=Gemm("lm_head", m.vocab_size // tp, h, 1),
@@ -104,5 +118,9 @@ def layer_shapes(deployment: Deployment) -> LayerShapes:
         allreduce_bytes_per_token=h * ACTIVATION_BYTES,
         norm_allreduces=2 if m.attention.qk_norm == "per_layer" and tp > 1 else 0,
         elementwise_bytes_per_token=per_token * ACTIVATION_BYTES,
-        elementwise_kernels=5 if m.qk_norm else 4,
+        elementwise_kernels=3 if mla else (5 if m.qk_norm else 4),
+        mla=mla,
+        full_attention_layers=m.num_layers - sliding,
+        sliding_layers=sliding,
+        sliding_window=int(m.attention.sliding_window or 0) if sliding else 0,
     )

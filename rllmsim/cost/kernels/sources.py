@@ -11,17 +11,18 @@ kernels, the sampler) and is counted as extrapolated.
 
 from __future__ import annotations
 
-import math
-
 from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 
+from rllmsim.cost.kernels.attention import PrefillFromEmpty, SlidingAttention, attention_rows, sliding_from_database
 from rllmsim.cost.kernels.lookup import Curve, Grid, MixedGrid
+from rllmsim.cost.kernels.mla import MlaPrefill, mla_from_database
 from rllmsim.cost.kernels.ops import LayerShapes
 from rllmsim.cost.kernels.tables import KernelTables, LayerProfile
 from rllmsim.errors import ConfigError
+from rllmsim.specs import ModelSpec
 
 #: Share of HBM bandwidth that elementwise kernels reach, and the shortest such kernel (us):
 #: used only where no layer profile measured them.
@@ -42,7 +43,8 @@ class OpTimes:
     seq_ops: dict[str, np.ndarray] = field(default_factory=dict)
     seq_outside: dict[str, np.ndarray] = field(default_factory=dict)
     decode_attention: Grid | None = None  # rows: decoding sequences, cols: context per sequence
-    prefill_attention: "Grid | PrefillFromEmpty | None" = None  # (chunk tokens, context after the chunk)
+    prefill_attention: "Grid | PrefillFromEmpty | MlaPrefill | None" = None  # (chunk, context after it)
+    sliding: SlidingAttention | None = None  # sliding-window layers; the grids above time the others
     mixed_attention: MixedGrid | None = None  # one chunk and decodes in one call, where measured
     attention_exact_shape: bool = True
     sources: dict[str, str] = field(default_factory=dict)
@@ -51,47 +53,6 @@ class OpTimes:
 def _gemm_curve(tables: KernelTables, dtype: str, n: int, k: int) -> tuple[Curve, bool]:
     """Time against M of one (n, k) projection."""
     return tables.gemm_grid(dtype).curve(n, k)
-
-
-def _attention_rows(table: pd.DataFrame, shapes: LayerShapes, kv_dtype: str, column: str) -> tuple[pd.DataFrame, float, bool]:
-    """Rows measured for this attention shape, or for the nearest one scaled by work (KV heads for
-    decode, query heads for prefill) with exact=False."""
-    table = table[(table["window"] == 0) & (table["kv_dtype"] == kv_dtype)]
-    if table.empty:
-        raise ConfigError(f"kernel tables have no full-attention rows with kv cache dtype {kv_dtype}")
-    exact = table[(table["heads"] == shapes.heads) & (table["kv_heads"] == shapes.kv_heads)
-                  & (table["head_dim"] == shapes.head_dim)]
-    if not exact.empty:
-        return exact, 1.0, True
-    keys = table[["heads", "kv_heads", "head_dim"]].drop_duplicates()
-    distance = (np.abs(np.log(keys["kv_heads"] / shapes.kv_heads)) + np.abs(np.log(keys["heads"] / shapes.heads))
-                + 4 * np.abs(np.log(keys["head_dim"] / shapes.head_dim)))
-    best = keys.iloc[int(np.argmin(distance.to_numpy()))]
-    rows = table[(table["heads"] == best["heads"]) & (table["kv_heads"] == best["kv_heads"])
-                 & (table["head_dim"] == best["head_dim"])]
-    work = shapes.kv_heads if column == "context" else shapes.heads
-    scale = work * shapes.head_dim / (float(best["kv_heads" if column == "context" else "heads"]) * float(best["head_dim"]))
-    return rows, scale, False
-
-
-class PrefillFromEmpty:
-    """Prefill attention measured from an empty cache (one sequence of `isl` tokens), asked for a
-    chunk after cached context: the sequence length with the same causal query-key pairs, so the
-    time grows monotonically with the work. Answers as a `Grid` does (`at_row_scalar`)."""
-
-    def __init__(self, curve: Curve) -> None:
-        self.curve = curve
-
-    @staticmethod
-    def _length(chunk: float, context: float) -> float:
-        pairs = chunk * (context - chunk) + chunk * (chunk + 1) / 2
-        return (math.sqrt(8 * pairs + 1) - 1) / 2
-
-    def at_row_scalar(self, chunk: float, context: float) -> float:
-        return self.curve.scalar(self._length(chunk, context))
-
-    def outside_scalar(self, chunk: float, context: float) -> bool:
-        return self._length(chunk, context) > self.curve.x_max
 
 
 def _scaled_grid(rows: pd.DataFrame, row: str, col: str, scale: float) -> Grid:
@@ -109,9 +70,10 @@ def _sampler(vocab: int, seqs: np.ndarray, bandwidth_gbps: float) -> np.ndarray:
     return np.where(seqs > 0, ELEMENTWISE_FLOOR_US * SAMPLER_PASSES + SAMPLER_PASSES * 4 * vocab * seqs / bytes_per_us, 0.0)
 
 
-def from_database(tables: KernelTables, shapes: LayerShapes, dtype: str, kv_dtype: str, vocab: int,
+def from_database(tables: KernelTables, shapes: LayerShapes, dtype: str, kv_dtype: str, model: ModelSpec,
                   bandwidth_gbps: float, tokens: np.ndarray, seqs: np.ndarray) -> OpTimes:
     """Op times from an aiconfigurator-style kernel database."""
+    vocab = model.vocab_size
     out = OpTimes()
     gemm = tables.table("gemm")
     measured = set(gemm["dtype"].unique().tolist()) if gemm is not None else set()
@@ -132,17 +94,27 @@ def from_database(tables: KernelTables, shapes: LayerShapes, dtype: str, kv_dtyp
     out.seq_outside["sampler"] = np.ones(len(seqs), dtype=bool)
     out.token_ops["elementwise"] = _elementwise(shapes, tokens, bandwidth_gbps) * (tokens > 0)
     out.token_outside["elementwise"] = np.ones(len(tokens), dtype=bool)
+    out.sources = {"linear": "kernel database", "attention": "kernel database"}
+    if shapes.mla:
+        out.decode_attention, out.prefill_attention = mla_from_database(tables, model, shapes.heads, dtype, kv_dtype)
+        out.sources["attention"] = "MLA module tables (projections, norms, rotary and attention of each layer)"
+        return out
     gen, ctx = tables.table("generation_attention"), tables.table("context_attention")
     if gen is None or ctx is None:
         raise ConfigError("kernel tables lack generation or context attention; use --cost-model roofline")
-    rows, scale, exact_gen = _attention_rows(gen, shapes, kv_dtype, "context")
+    shape = (shapes.heads, shapes.kv_heads, shapes.head_dim, kv_dtype)
+    rows, scale, exact_gen = attention_rows(gen, *shape, "context")
     out.decode_attention = _scaled_grid(rows, "batch", "context", scale)
-    rows, scale, exact_ctx = _attention_rows(ctx, shapes, kv_dtype, "isl")
+    rows, scale, exact_ctx = attention_rows(ctx, *shape, "isl")
     rows = rows[rows["batch"] == rows["batch"].min()]
     out.prefill_attention = PrefillFromEmpty(Curve.from_points(rows["isl"].to_numpy(),
                                                                rows["latency_us"].to_numpy() * scale))
     out.attention_exact_shape = exact_gen and exact_ctx
-    out.sources = {"linear": "kernel database", "attention": "kernel database"}
+    if shapes.sliding_layers:
+        out.sliding = sliding_from_database(gen, ctx, *shape, shapes.sliding_layers, shapes.sliding_window)
+        out.attention_exact_shape = out.attention_exact_shape and out.sliding.exact_shape
+        out.sources["sliding_attention"] = (f"{shapes.sliding_window}-token window rows" if not out.sliding.capped
+                                            else f"full-attention rows capped at the {shapes.sliding_window}-token window")
     return out
 
 

@@ -14,6 +14,10 @@ Schema (latency always in microseconds, sizes per GPU):
 - moe: dtype, tokens, hidden, inter, topk, experts, tp, ep
 - activation_quant: kind (quantize: static fp8 quantization of an m x k input; dynamic_scale:
   the extra time of computing its scale per token), m, k
+- mla_context / mla_generation: one MLA attention module (DeepSeek-V3-style: q/kv down- and
+  up-projections, norms, rotary, attention with the absorbed BMMs, o_proj) per layer, at `heads`
+  query heads per GPU: dtype (of its GEMMs), kv_dtype, heads, batch, isl (prefill from empty) or
+  context (one decode), and the MLA dimensions hidden, q_lora, kv_lora, nope_dim, rope_dim, v_dim
 Layer profiles: linear (op, tokens), attention (prefill_chunk, kv_prefill, n_decode, kv_decode),
 per_sequence (op, sequences), optional moe (tokens).
 """
@@ -43,6 +47,10 @@ SCHEMA: dict[str, tuple[str, ...]] = {
     "allreduce": ("impl", "num_gpus", "bytes"),
     "moe": ("dtype", "tokens", "hidden", "inter", "topk", "experts", "tp", "ep"),
     "activation_quant": ("kind", "m", "k"),
+    "mla_context": ("dtype", "kv_dtype", "heads", "batch", "isl", "hidden", "q_lora", "kv_lora", "nope_dim",
+                    "rope_dim", "v_dim"),
+    "mla_generation": ("dtype", "kv_dtype", "heads", "batch", "context", "hidden", "q_lora", "kv_lora",
+                       "nope_dim", "rope_dim", "v_dim"),
 }
 LAYER_SCHEMA: dict[str, tuple[str, ...]] = {
     "linear": ("op", "tokens"),
@@ -52,7 +60,8 @@ LAYER_SCHEMA: dict[str, tuple[str, ...]] = {
 }
 _TEXT_COLUMNS = frozenset({"dtype", "kv_dtype", "impl", "op", "kind"})
 _POSITIVE_COLUMNS = frozenset({"m", "n", "k", "batch", "isl", "heads", "kv_heads", "head_dim", "context", "num_gpus",
-                               "bytes", "tokens", "hidden", "inter", "topk", "experts", "tp", "ep", "sequences"})
+                               "bytes", "tokens", "hidden", "inter", "topk", "experts", "tp", "ep", "sequences",
+                               "kv_lora", "rope_dim", "v_dim"})
 
 
 @dataclass

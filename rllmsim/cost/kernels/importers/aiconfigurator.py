@@ -19,6 +19,39 @@ from rllmsim.errors import ConfigError
 MOE_DISTRIBUTION = "power_law_1.01"
 
 
+#: MoE dtypes taken from the newest vLLM version that measured them rather than the requested one:
+#: from 0.24 the collector runs gpt-oss's own MXFP4 MoE method at TP 1-32 and names the kernel vLLM
+#: picked (older versions measured TP 1-2 under one generic name, or not at all).
+MOE_NEWEST_DTYPES = ("w4a16_mxfp4",)
+#: The MXFP4 MoE kernel vLLM runs gpt-oss with, by GPU family (vLLM's `get_mxfp4_backend`): OpenAI's
+#: triton_kernels on Hopper, FlashInfer's TRT-LLM kernel with bf16 activations on datacenter
+#: Blackwell, Marlin elsewhere (Ada, Blackwell RTX). Substrings of aiconfigurator's kernel_source,
+#: most preferred first; rows of any other kernel at a shape the preferred one measured are dropped.
+MXFP4_KERNELS: dict[str, tuple[str, ...]] = {
+    "hopper": ("oaitritonmxfp4", "vllm_mxfp4_moe", "marlin"),
+    "blackwell": ("flashinfer_trtllm_mxfp4_bf16", "vllm_mxfp4_moe", "marlin"),
+    "other": ("marlin", "xpu_moe_mxfp4", "vllm_mxfp4_moe"),
+}
+#: MLA dimensions (hidden, q_lora_rank, kv_lora_rank, qk_nope_head_dim, qk_rope_head_dim,
+#: v_head_dim) of the models aiconfigurator's MLA module tables were measured with (their HF configs).
+MLA_MODELS: dict[str, tuple[int, ...]] = {
+    "deepseek-ai/DeepSeek-V3": (7168, 1536, 512, 128, 64, 128),
+    "deepseek-ai/DeepSeek-R1": (7168, 1536, 512, 128, 64, 128),
+    "nvidia/DeepSeek-V3.1-NVFP4": (7168, 1536, 512, 128, 64, 128),
+}
+MLA_DIMS = ("hidden", "q_lora", "kv_lora", "nope_dim", "rope_dim", "v_dim")
+
+
+def gpu_family(device: str) -> str:
+    """"hopper", "blackwell" (datacenter) or "other", from a CUDA device name."""
+    name = device.upper()
+    if any(tag in name for tag in ("H100", "H200", "H20", "GH200")):
+        return "hopper"
+    if any(tag in name for tag in ("B200", "B300", "GB200", "GB300")):
+        return "blackwell"
+    return "other"
+
+
 def _version_key(version: str) -> tuple[int, ...]:
     parts = []
     for piece in version.split("."):
@@ -52,6 +85,7 @@ def import_system(data_dir: Path, system: str, vllm_version: str = "0.19.0") -> 
         raise ConfigError(f"aiconfigurator data: no folder {root}; give the `systems/data` directory and a system name")
     tables: dict[str, pd.DataFrame] = {}
     versions: dict[str, str] = {}
+    meta_extra: dict[str, object] = {}
     device = ""
 
     def read(op: str, sub: str, filename: str) -> pd.DataFrame | None:
@@ -100,11 +134,18 @@ def import_system(data_dir: Path, system: str, vllm_version: str = "0.19.0") -> 
         tables["allreduce"] = pd.concat(comm, ignore_index=True).dropna()
     moe = read("moe", "vllm", "moe_perf.parquet")
     if moe is not None:
-        moe = moe[moe["distribution"] == MOE_DISTRIBUTION]
+        moe, dtype_versions = _moe_rows(root / "moe" / "vllm", moe, versions["moe_perf"], device)
         tables["moe"] = pd.DataFrame({
             "dtype": moe["moe_dtype"].astype(str), "tokens": moe["num_tokens"], "hidden": moe["hidden_size"],
             "inter": moe["inter_size"], "topk": moe["topk"], "experts": moe["num_experts"],
             "tp": moe["moe_tp_size"], "ep": moe["moe_ep_size"], "latency_us": _ms_to_us(moe)})
+        meta_extra["moe_dtype_versions"] = dtype_versions
+    for phase, column in (("context", "isl"), ("generation", "step")):
+        rows = read("mla", "vllm", f"mla_{phase}_module_perf.parquet")
+        if rows is not None:
+            mla = _mla_rows(rows, column)
+            if not mla.empty:
+                tables[f"mla_{phase}"] = mla
     quant = []
     for filename, kind in (("scale_matrix_perf.parquet", "quantize"), ("computescale_perf.parquet", "dynamic_scale")):
         rows = read("quantize", "vllm", filename)
@@ -117,5 +158,51 @@ def import_system(data_dir: Path, system: str, vllm_version: str = "0.19.0") -> 
     if not tables:
         raise ConfigError(f"aiconfigurator data: {root} holds no vLLM gemm, attention, comm or moe tables")
     meta = {"source": "aiconfigurator", "system": system, "device": device, "vllm_versions": versions,
-            "moe_distribution": MOE_DISTRIBUTION}
+            "moe_distribution": MOE_DISTRIBUTION, **meta_extra}
     return KernelTables(tables=tables, meta=meta)
+
+
+def _moe_rows(op_dir: Path, rows: pd.DataFrame, version: str, device: str) -> tuple[pd.DataFrame, dict[str, str]]:
+    """The fused-MoE rows to ship under one routing distribution: the chosen version's, with the
+    dtypes of MOE_NEWEST_DTYPES from the newest version measuring them, one kernel per shape for
+    MXFP4 (the one vLLM runs on this GPU); and the version each dtype came from."""
+    rows = rows[rows["distribution"] == MOE_DISTRIBUTION]
+    versions = {str(d): version for d in rows["moe_dtype"].unique()}
+    found = {p.parent.name: p for p in op_dir.glob("*/moe_perf.parquet")}
+    for dtype in MOE_NEWEST_DTYPES:
+        for newest in sorted(found, key=_version_key, reverse=True):
+            other = pd.read_parquet(found[newest])
+            other = other[(other["moe_dtype"] == dtype) & (other["distribution"] == MOE_DISTRIBUTION)]
+            if not other.empty:
+                rows = pd.concat([rows[rows["moe_dtype"] != dtype], other], ignore_index=True)
+                versions[dtype] = newest
+                break
+    mxfp4 = rows["moe_dtype"].astype(str).str.contains("mxfp4")
+    if mxfp4.any() and "kernel_source" in rows.columns:
+        rows = pd.concat([rows[~mxfp4], _one_kernel_per_shape(rows[mxfp4], MXFP4_KERNELS[gpu_family(device)])],
+                         ignore_index=True)
+    return rows, dict(sorted(versions.items()))
+
+
+def _one_kernel_per_shape(rows: pd.DataFrame, preference: tuple[str, ...]) -> pd.DataFrame:
+    """Rows of the most preferred kernel at each (dtype, expert shape); kernels the preference does
+    not name rank last, so a shape only they measured keeps them."""
+    def rank(kernel: str) -> int:
+        return next((i for i, tag in enumerate(preference) if tag in kernel), len(preference))
+
+    ranks = rows["kernel_source"].astype(str).map(rank)
+    shape = ["moe_dtype", "hidden_size", "inter_size", "topk", "num_experts"]
+    best = ranks.groupby([rows[c] for c in shape]).transform("min")
+    return rows[ranks == best]
+
+
+def _mla_rows(rows: pd.DataFrame, column: str) -> pd.DataFrame:
+    """MLA module rows (the whole attention block of one layer: q/kv down- and up-projections,
+    their norms, rotary, attention with the absorbed decode BMMs, o_proj) at bf16 prefill queries,
+    vLLM's default, with the measured model's MLA dimensions; unknown models are left out."""
+    rows = rows[(rows["mla_dtype"] == "bfloat16") & rows["model"].isin(list(MLA_MODELS))]
+    dims = pd.DataFrame([MLA_MODELS[m] for m in rows["model"]], columns=list(MLA_DIMS), index=rows.index)
+    size = "isl" if column == "isl" else "context"
+    return pd.DataFrame({"dtype": rows["gemm_type"].astype(str), "kv_dtype": rows["kv_cache_dtype"].astype(str),
+                         "heads": rows["num_heads"], "batch": rows["batch_size"], size: rows[column], **dims,
+                         "latency_us": _ms_to_us(rows)}).reset_index(drop=True)
