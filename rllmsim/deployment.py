@@ -16,6 +16,7 @@ from typing import Any
 
 from rllmsim.engine.kv_capacity import KVBudget, kv_budget
 from rllmsim.engine.kv_layout import KVLayout, kv_layout
+from rllmsim import checks
 from rllmsim.errors import ConfigError
 from rllmsim.specs import GPUSpec, ModelSpec, dtype_bytes
 from rllmsim.specs.dtypes import quantization_scope, quantization_weight_bytes
@@ -76,7 +77,7 @@ class Deployment:
             # MiniMax-M2: fp8; gpt-oss: mxfp4 experts)
             object.__setattr__(self, "quantization", self.model.checkpoint_quantization)
         quantization_weight_bytes(self.quantization)  # raises ConfigError for unknown names
-        dtype_bytes(self.kv_cache_dtype)  # raises ConfigError for unknown names
+        checks.kv_cache_dtype(self.kv_cache_dtype)  # raises ConfigError for unknown names
         self._check_speculative()
         _require(not self.enable_expert_parallel or self.model.num_experts > 0, "enable_expert_parallel",
                  f"needs a mixture-of-experts model; {self.model.name} is dense")
@@ -100,6 +101,7 @@ class Deployment:
             _require(self.max_num_batched_tokens >= self.max_model_len, "max_num_batched_tokens",
                      f"{self.max_num_batched_tokens} < max_model_len {self.max_model_len} without chunked "
                      "prefill; raise it or lower --max-model-len")
+        checks.deployment(self)
         self._check_fits()
 
     def _check_speculative(self) -> None:

@@ -11,6 +11,7 @@ import click
 
 from rllmsim.deployment import DEFAULT_VLLM_VERSION, Deployment
 from rllmsim.engine.router import ROUTERS
+from rllmsim import checks
 from rllmsim.errors import ConfigError
 from rllmsim.simulation import WorkloadSpec
 from rllmsim.specs import GPUSpec, ModelSpec, load_gpu, load_model
@@ -142,4 +143,4 @@ def parse_goodput(items: tuple[str, ...]) -> dict[str, float]:
                 slos[name] = float(value) / 1e3
             except ValueError:
                 raise ConfigError(f"--goodput {part!r}: give milliseconds, as in {name}:500") from None
-    return slos
+    return dict(checks.slo_limits(slos))
