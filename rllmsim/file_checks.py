@@ -117,7 +117,7 @@ def read_json_object(path: Path, what: str) -> dict[str, Any]:
 
 #: Columns `rllmsim report` draws from; a table without them is not a run's.
 REQUEST_COLUMNS = ("request_id", "arrival_s", "first_scheduled_s", "first_token_s", "finish_s", "ttft_s", "e2el_s",
-                   "prompt_tokens", "output_tokens", "dataset", "straggler")
+                   "prompt_tokens", "output_tokens", "dataset")
 TIMELINE_COLUMNS = ("start_s", "end_s", "replica", "running", "waiting")
 #: Parts of a run's summary.json that the report reads, and the JSON type each must have.
 SUMMARY_OBJECTS = ("config", "requests", "kv", "stragglers")
