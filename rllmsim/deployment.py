@@ -14,7 +14,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from rllmsim import spec_decode
+from rllmsim import checks, spec_decode
 from rllmsim.engine.acceptance import DEFAULT_ACCEPTANCE_SPREAD
 from rllmsim.engine.kv_capacity import KVBudget, kv_budget
 from rllmsim.engine.kv_layout import KVLayout, kv_layout
@@ -80,7 +80,7 @@ class Deployment:
             # MiniMax-M2: fp8; gpt-oss: mxfp4 experts)
             object.__setattr__(self, "quantization", self.model.checkpoint_quantization)
         quantization_weight_bytes(self.quantization)  # raises ConfigError for unknown names
-        dtype_bytes(self.kv_cache_dtype)  # raises ConfigError for unknown names
+        checks.kv_cache_dtype(self.kv_cache_dtype)  # raises ConfigError for unknown names
         spec_decode.check_speculative(self)
         _require(not self.enable_expert_parallel or self.model.num_experts > 0, "enable_expert_parallel",
                  f"needs a mixture-of-experts model; {self.model.name} is dense")
@@ -104,6 +104,7 @@ class Deployment:
             _require(self.max_num_batched_tokens >= self.max_model_len, "max_num_batched_tokens",
                      f"{self.max_num_batched_tokens} < max_model_len {self.max_model_len} without chunked "
                      "prefill; raise it or lower --max-model-len")
+        checks.deployment(self)
         self._check_fits()
 
     @property

@@ -19,6 +19,7 @@ from rllmsim.cost.speculative import speculative_cost_model
 from rllmsim.deployment import Deployment
 from rllmsim.engine.clients import BatchWaves, Client, ClosedLoop, OpenLoop
 from rllmsim.engine.cluster import Cluster, SimulationResult
+from rllmsim import checks
 from rllmsim.errors import ConfigError
 from rllmsim.metrics.speculative import speculative_summary
 from rllmsim.metrics.stragglers import DEFAULT_FACTOR
@@ -74,6 +75,7 @@ class WorkloadSpec:
         if self.shared_prefix_tokens < 0 or self.prefix_groups < 1:
             raise ConfigError("shared_prefix_tokens must be >= 0 and prefix_groups >= 1, got "
                               f"{self.shared_prefix_tokens} and {self.prefix_groups}")
+        checks.workload(self)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -153,6 +155,9 @@ def run_simulation(
     straggler_factor: float = DEFAULT_FACTOR,
 ) -> RunOutput:
     """Simulate `workload` on `deployment`; a ready request table may stand in for a spec."""
+    checks.seed(seed)
+    checks.straggler_factor(straggler_factor)
+    checks.slo_limits(slos_s or {}, "slos_s")
     streams = RngStreams(seed)
     if isinstance(workload, WorkloadSpec):
         table, built_client = build_workload(workload, streams)

@@ -12,6 +12,7 @@ import click
 from rllmsim.deployment import DEFAULT_VLLM_VERSION, Deployment
 from rllmsim.engine.acceptance import DEFAULT_ACCEPTANCE_SPREAD
 from rllmsim.engine.router import ROUTERS
+from rllmsim import checks
 from rllmsim.errors import ConfigError
 from rllmsim.simulation import WorkloadSpec
 from rllmsim.spec_decode import METHOD_ALIASES, METHOD_NAMES, SPECULATIVE_METHODS
@@ -153,4 +154,4 @@ def parse_goodput(items: tuple[str, ...]) -> dict[str, float]:
                 slos[name] = float(value) / 1e3
             except ValueError:
                 raise ConfigError(f"--goodput {part!r}: give milliseconds, as in {name}:500") from None
-    return slos
+    return dict(checks.slo_limits(slos))
