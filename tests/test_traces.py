@@ -170,7 +170,7 @@ def test_malformed_rows(tmp_path: Path) -> None:
     rec = {"input_toks": 10, "output_toks": 5, "arrival_time": 1.0}
     lines = [json.dumps(rec), json.dumps({**rec, "output_toks": 0})]
     _one_line_error(_write(tmp_path, "zero.jsonl", "\n".join(lines)),
-                    r"zero\.jsonl: line 2: field 'output_toks' must be an integer >= 1, got 0")
+                    r"zero\.jsonl: line 2: field 'output_toks' must be an integer >= 1 and <= 2147483647, got 0")
     lines = [json.dumps(rec), json.dumps({**rec, "input_toks": -3})]
     _one_line_error(_write(tmp_path, "neg.jsonl", "\n".join(lines)), r"line 2: field 'input_toks'.*got -3")
     lines = [json.dumps(rec), json.dumps({**rec, "arrival_time": "soon"})]

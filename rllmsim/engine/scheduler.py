@@ -18,7 +18,6 @@ one token, or under speculative decoding its accepted tokens plus one (see `spec
 
 from __future__ import annotations
 
-import math
 from collections import deque
 from dataclasses import dataclass
 from typing import NamedTuple
@@ -269,30 +268,35 @@ class Scheduler(DecodeRunPlanning):
 
     # -- preemption and admission ---------------------------------------------------------
     def _schedule_with_preemption(self, want: np.ndarray, budget: int) -> tuple[np.ndarray, int]:
-        """The rare path: walk running requests in order, preempting the newest for blocks."""
+        """The rare path: walk running requests in order, preempting the newest for blocks.
+
+        What each sequence is scheduled and needs does not depend on who is preempted after it
+        (only later ones are), so both are computed for all at once and the walk only compares
+        and preempts."""
         batch, pool = self.running, self.pool
+        before = np.add.accumulate(want) - want
+        takes = np.minimum(want, np.maximum(budget - before, 0))
+        need = np.maximum(_ceil_div(batch.computed + takes, pool.block_size) - batch.blocks - batch.shared, 0)
+        grow = need
+        if self.hybrid_kv:
+            window = self.layout.window_blocks(batch.computed, takes)
+            grow = need + window - batch.window
         sched = np.zeros(len(batch), dtype=np.int64)
-        preempted = 0
-        i = 0
-        while i < len(batch) and budget > 0:
-            take = min(int(want[i]), budget)
-            held = int(batch.blocks[i] + batch.shared[i])
-            need = max(0, math.ceil((int(batch.computed[i]) + take) / pool.block_size) - held)
-            window = int(self.layout.window_blocks(int(batch.computed[i]), take)) if self.hybrid_kv else 0
-            grow = need + (window - int(batch.window[i]) if self.hybrid_kv else 0)
-            while grow > pool.free and i < len(batch):
+        preempted = done = 0
+        for blocks in grow[:int(np.count_nonzero(before < budget))].tolist():
+            while blocks > pool.free and done < len(batch):
                 self._preempt_newest()
-                sched = sched[:-1]
                 preempted += 1
-            if i >= len(batch):
+            if done >= len(batch):
                 break
-            pool.change(grow)
-            batch.blocks[i] += need
-            if self.hybrid_kv:
-                batch.window[i] = window
-            sched[i] = take
-            budget -= take
-            i += 1
+            if blocks:  # most decodes need no new block
+                pool.change(blocks)
+            done += 1
+        batch.blocks[:done] += need[:done]
+        if self.hybrid_kv:
+            batch.window[:done] = window[:done]
+        sched = sched[:len(batch)]
+        sched[:done] = takes[:done]
         return sched, preempted
 
     def _preempt_newest(self) -> None:
@@ -361,7 +365,9 @@ class Scheduler(DecodeRunPlanning):
         need = pool.blocks_for(hit + take) - hit_blocks
         window = int(self.layout.window_blocks(hit, take)) if self.hybrid_kv else 0
         if cfg.scheduler_reserve_full_isl:
-            reserve = pool.blocks_for(tokens) - hit_blocks + self.layout.window_reserve(tokens)
+            reserve = pool.blocks_for(tokens) - hit_blocks
+            if self.hybrid_kv:
+                reserve += self.layout.window_reserve(tokens)
         else:
             reserve = need + window
         required = reserve + (pool.reference_cost(group) if hit_blocks else 0)

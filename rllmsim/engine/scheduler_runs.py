@@ -145,7 +145,14 @@ class DecodeRunPlanning:
         batch.add_tokens(tokens)
         held -= batch.shared
         batch.blocks = held
-        pool.change(int(run.new_blocks_cum[steps - 1]))
+        if self.hybrid_kv:
+            # sliding windows free blocks mid-run: taking the run's peak first evicts the cached
+            # prefixes its steps would have, one by one (eviction depends only on the peak)
+            peak = max(int(np.maximum.reduce(run.new_blocks_cum[:steps])), 0)
+            pool.take(peak)
+            pool.release(peak - int(run.new_blocks_cum[steps - 1]))
+        else:
+            pool.take(int(run.new_blocks_cum[steps - 1]))
         itl.add(gaps, len(batch))
         ledger.last_token[batch.rid] = end
         self._all_decoding = True
