@@ -173,7 +173,7 @@ def run_simulation(
     cost_model = with_speculation(cost_model or cost_model_for(deployment), deployment)
     result = Cluster(deployment, cost_model, table, client, router=router, fast_forward=fast_forward).run()
     requests = result.ledger.to_frame()
-    summary = summarize(result, requests, deployment.replicas, slos_s, straggler_factor)
+    summary = summarize(result, requests, deployment.engine_cores, slos_s, straggler_factor)
     config = {
         "deployment": deployment.to_dict(),
         "workload": workload_config,

@@ -52,6 +52,7 @@ class SharedMoE:
         from rllmsim.cost.roofline import RooflineCostModel
 
         d = self.deployment = deployment
+        cost_model = getattr(cost_model, "target", cost_model)  # a speculative wrapper times the target's steps
         if not isinstance(cost_model, (KernelCostModel, RooflineCostModel)):
             raise ConfigError(f"data_parallel_size {d.data_parallel_size} with a mixture-of-experts model needs "
                               "--cost-model kernels or roofline (a calibrated model times whole steps, experts "

@@ -53,6 +53,16 @@ def format_summary(summary: dict[str, Any]) -> str:
         _row("Preemptions:", summary["preemptions"]),
         _row(f"Stragglers (> {strag['factor']:g}x cohort median E2EL):", strag["count"]),
         _row("Stragglers-only share of duration (%):", 100.0 * strag["share_of_makespan"]),
+    ]
+    dp = summary.get("data_parallel")
+    if dp:
+        lines += [
+            _title(f"Data parallel (DP {dp['data_parallel_size']}, lockstep)"),
+            _row("Rank-steps waiting on slowest rank (%):", 100.0 * dp["dp_sync_wait_share"]),
+            _row("Dummy rank-steps (%):", 100.0 * dp["dummy_step_share"]),
+            _row("Shared experts + exchange (%):", 100.0 * dp["shared_moe_share"]),
+        ]
+    lines += [
         _title("Simulation"),
         _row("Simulated time (s):", summary["sim"]["simulated_s"]),
         _row("Wall time (s):", summary["sim"]["wall_s"]),
