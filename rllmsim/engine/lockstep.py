@@ -114,23 +114,30 @@ class LockstepReplica(Replica):
 
     def enqueue(self, rid: int) -> None:
         """The DP balancer's pick; the request joins that rank's queue at the next step boundary."""
-        self.ranks[self.choose_rank()].waiting.append(rid)
+        self.ranks[self.choose_rank(self.env.now)].waiting.append(rid)
         self._wake_up()
 
-    def choose_rank(self) -> int:
+    def choose_rank(self, now: float) -> int:
+        """KV usage is that of the step in progress, as a fast-forwarded run and step-by-step
+        stepping both know it, so both route alike."""
+        used = self._rank_blocks_used(now)
         scores = []
-        for s in self.ranks:
+        for s, blocks in zip(self.ranks, used):
             score = float(s.outstanding)
             if s.waiting:
-                score += WAITING_PENALTY * len(s.waiting) * max(0.0, s.pool.used / s.pool.capacity - KV_PENALTY_FROM)
+                score += WAITING_PENALTY * len(s.waiting) * max(0.0, blocks / s.pool.capacity - KV_PENALTY_FROM)
             scores.append(score)
         return scores.index(min(scores))
 
     def kv_blocks_used(self, now: float) -> int:
+        return int(sum(self._rank_blocks_used(now)))
+
+    def _rank_blocks_used(self, now: float) -> list[int]:
+        """Each rank's blocks in use during the step in progress at `now` (see `Replica`)."""
         if self._in_flight is None:
-            return sum(s.pool.used for s in self.ranks)
+            return [s.pool.used for s in self.ranks]
         ends, used = self._in_flight
-        return int(used[min(int(ends.searchsorted(now, "left")), len(used) - 1)].sum())
+        return used[min(int(ends.searchsorted(now, "left")), len(used) - 1)].tolist()
 
     # -- one segment ----------------------------------------------------------------------
     def _plan(self) -> tuple[LockstepPlan | None, None, np.ndarray, np.ndarray]:
