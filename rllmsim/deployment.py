@@ -14,7 +14,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from rllmsim import checks, spec_decode
+from rllmsim import checks, parallel, spec_decode
 from rllmsim.engine.acceptance import DEFAULT_ACCEPTANCE_SPREAD
 from rllmsim.engine.kv_capacity import KVBudget, kv_budget
 from rllmsim.engine.kv_layout import KVLayout, kv_layout
@@ -64,11 +64,13 @@ class Deployment:
     async_scheduling: bool | None = None  # None: the vLLM version's default
     enforce_eager: bool = False
     disable_custom_all_reduce: bool = False
-    enable_expert_parallel: bool = False  # MoE experts sharded over the TP ranks instead of split
+    enable_expert_parallel: bool = False  # MoE experts sharded over the DP x TP ranks instead of split
+    data_parallel_size: int = 1  # engine cores per replica, each with its own TP group (rllmsim.parallel)
 
     def __post_init__(self) -> None:
         _require(self.tp >= 1 and self.tp & (self.tp - 1) == 0, "tp", f"must be a power of two, got {self.tp}")
         _require(self.replicas >= 1, "replicas", f"must be >= 1, got {self.replicas}")
+        parallel.check(self)
         _require(0 < self.gpu_memory_utilization <= 1, "gpu_memory_utilization",
                  f"must be in (0, 1], got {self.gpu_memory_utilization}")
         _require(self.block_size in (1, 8, 16, 32, 64, 128), "block_size",
@@ -124,9 +126,10 @@ class Deployment:
 
     @property
     def weight_bytes_per_gpu(self) -> float:
-        """Weights (and a speculative drafter's, `rllmsim.spec_decode`) split evenly across the TP group."""
+        """Weights (and a speculative drafter's, `rllmsim.spec_decode`) split evenly across the TP group;
+        with data parallelism the routed experts across all DP x TP GPUs (`rllmsim.parallel`)."""
         model_bytes = self.model.weight_bytes(self.weight_bytes_per_param, quantization_scope(self.quantization))
-        return (model_bytes + self._drafter_weight_bytes()) / self.tp
+        return parallel.weight_bytes_per_gpu(self, model_bytes + self._drafter_weight_bytes())
 
     def _drafter_weight_bytes(self) -> float:
         return spec_decode.drafter_weight_bytes(self)
@@ -175,7 +178,7 @@ class Deployment:
 
     @property
     def num_gpu_blocks(self) -> int:
-        """KV blocks per replica: the override when given, else vLLM's `available // bytes_per_block`."""
+        """KV blocks per engine core (per DP rank): the override when given, else vLLM's `available // bytes_per_block`."""
         if self.num_gpu_blocks_override is not None:
             return int(self.num_gpu_blocks_override)
         return int(self.kv_budget_bytes // self.kv_block_bytes)
@@ -185,6 +188,15 @@ class Deployment:
         if self.num_gpu_blocks_override is not None:
             return "num_gpu_blocks_override"
         return "derived from memory as vLLM v1 profiles it"
+
+    @property
+    def engine_cores(self) -> int:
+        """Engine cores (schedulers with their own KV pool) in all: replicas x data_parallel_size."""
+        return self.replicas * self.data_parallel_size
+
+    @property
+    def gpus_per_replica(self) -> int:
+        return self.tp * self.data_parallel_size
 
     def blocks_for(self, tokens: int) -> int:
         return math.ceil(tokens / self.block_size)

@@ -169,7 +169,7 @@ def run_simulation(
     result = Cluster(deployment, cost_model, table, client, router=router, fast_forward=fast_forward,
                      rng=streams.stream("speculation")).run()
     requests = result.ledger.to_frame()
-    summary = summarize(result, requests, deployment.replicas, slos_s, straggler_factor)
+    summary = summarize(result, requests, deployment.engine_cores, slos_s, straggler_factor)
     if deployment.speculative_method:
         summary["speculative"] = speculative_summary(result, requests, deployment)
     config = {

@@ -27,6 +27,9 @@ _DEPLOYMENT_OPTIONS = [
     click.option("--gpu", default=DEFAULT_GPU, show_default=True, help="GPU catalog name (see `rllmsim specs`)."),
     click.option("--tp", "--tensor-parallel-size", "tp", type=int, default=1, show_default=True),
     click.option("--replicas", type=int, default=1, show_default=True),
+    click.option("--data-parallel-size", "-dp", "data_parallel_size", type=int, default=1, show_default=True,
+                 help="Engine cores per replica (vLLM's DP ranks), each with its own scheduler and KV cache; "
+                 "with a MoE model they step together and share the experts."),
     click.option("--quantization", default=None, help="Weight quantization: fp8, int8, awq, gptq."),
     click.option("--kv-cache-dtype", default="auto", show_default=True),
     click.option("--max-num-seqs", type=int, default=None, help="Default as vllm serve picks for the GPU."),
@@ -59,7 +62,7 @@ _DEPLOYMENT_OPTIONS = [
     click.option("--enforce-eager", is_flag=True, help="No CUDA graphs: every step launches its kernels."),
     click.option("--disable-custom-all-reduce", is_flag=True, help="TP all-reduces through NCCL only."),
     click.option("--enable-expert-parallel", is_flag=True,
-                 help="MoE: each TP rank holds whole experts (expert parallelism) instead of a slice of every expert."),
+                 help="MoE: each of the DP x TP GPUs holds whole experts (expert parallelism) instead of a slice of every expert."),
     click.option("--router", type=click.Choice(sorted(ROUTERS)), default="round-robin", show_default=True),
 ]
 
@@ -104,7 +107,7 @@ DEPLOYMENT_KEYS = ("tp", "replicas", "quantization", "kv_cache_dtype", "max_num_
                    "max_model_len", "gpu_memory_utilization", "block_size", "enable_chunked_prefill",
                    "num_gpu_blocks_override", "enable_prefix_caching", "scheduler_reserve_full_isl",
                    "vllm_version", "async_scheduling", "enforce_eager", "disable_custom_all_reduce",
-                   "enable_expert_parallel",
+                   "enable_expert_parallel", "data_parallel_size",
                    "speculative_method", "spec_acceptance_rate", "spec_mean_acceptance_length",
                    "spec_acceptance_spread")
 WORKLOAD_KEYS = ("arrival", "rate", "cv", "burstiness", "dataset", "lengths_file", "max_tokens", "num_requests",

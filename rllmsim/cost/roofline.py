@@ -22,6 +22,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from rllmsim import parallel
 from rllmsim.cost.features import FEATURE_NAMES, StepFeatures
 from rllmsim.cost.sliding import SlidingLayers, kv_bytes_per_layer_token_per_gpu
 from rllmsim.deployment import Deployment
@@ -110,6 +111,10 @@ class RooflineCostModel:
         dense_bytes, expert_bytes = self._split_weight_bytes()
         self._dense_read_s = dense_bytes / bytes_per_s
         self._expert_read_s = expert_bytes / bytes_per_s
+        if parallel.lockstep(deployment):  # routed experts are shared by the DP ranks: rllmsim.cost.data_parallel
+            from rllmsim.cost.data_parallel import roofline_rank_terms
+            self._s_per_token, self._dense_read_s, self._expert_read_s = roofline_rank_terms(
+                deployment, self._s_per_token, gemm_flops_per_s, bytes_per_s)
         self._s_per_pair = model.attention_flops_per_pair() / tp / attn_flops_per_s
         self._sliding = SlidingLayers.of(deployment, self._s_per_pair, bytes_per_s)
         if self._sliding is None:

@@ -9,11 +9,13 @@ import numpy as np
 import pandas as pd
 import simpy
 
-from rllmsim import spec_decode
+from rllmsim import parallel, spec_decode
 from rllmsim.cost.base import CostModel
+from rllmsim.cost.data_parallel import SharedMoE
 from rllmsim.deployment import Deployment
 from rllmsim.engine.clients import Client
 from rllmsim.engine.kv_cache import BlockPool
+from rllmsim.engine.lockstep import LockstepReplica, lockstep_summary
 from rllmsim.engine.replica import Replica
 from rllmsim.engine.request import RequestLedger
 from rllmsim.engine.router import make_router
@@ -37,6 +39,7 @@ class SimulationResult:
     truncated_outputs: int
     prefix_query_tokens: int = 0
     prefix_hit_tokens: int = 0
+    data_parallel: dict | None = None  # lockstep DP ranks: what waiting for the slowest rank cost
 
 
 class Cluster:
@@ -69,14 +72,26 @@ class Cluster:
             # each request its own acceptance, from the run's "speculation" stream (rng) when given
             rng = rng if rng is not None else np.random.default_rng(0)
             self.ledger.accept_rate[:] = spec_decode.request_rate_units(deployment, self.ledger.size, rng)
-        self.replicas = [
-            Replica(self.env, i, Scheduler(config, BlockPool(deployment.num_gpu_blocks, deployment.block_size),
-                                           self.ledger),
-                    cost_model, self.timeline, self.itl, fast_forward=fast_forward, on_finish=self._finished)
-            for i in range(deployment.replicas)
-        ]
-        self.outstanding = np.zeros(deployment.replicas, dtype=np.int64)
+        self.replicas = self._build_replicas(config, cost_model, fast_forward)
+        self.outstanding = np.zeros(len(self.replicas), dtype=np.int64)
         self.arrivals = 0
+
+    def _build_replicas(self, config: SchedulerConfig, cost_model: CostModel, fast_forward: bool) -> list[Replica]:
+        """What the router spreads over: one engine core per replica and DP rank, except that the
+        DP ranks of a mixture-of-experts replica step together as one `LockstepReplica`."""
+        d = self.deployment
+
+        def scheduler() -> Scheduler:
+            return Scheduler(config, BlockPool(d.num_gpu_blocks, d.block_size), self.ledger)
+
+        if not parallel.lockstep(d):
+            return [Replica(self.env, i, scheduler(), cost_model, self.timeline, self.itl, fast_forward=fast_forward,
+                            on_finish=self._finished) for i in range(d.engine_cores)]
+        shared = SharedMoE(d, cost_model)
+        ranks = d.data_parallel_size
+        return [LockstepReplica(self.env, i, [scheduler() for _ in range(ranks)], cost_model, shared, self.timeline,
+                                self.itl, fast_forward=fast_forward, on_finish=self._finished, first_row=i * ranks)
+                for i in range(d.replicas)]
 
     def _apply_max_model_len(self) -> int:
         """Prompts with no room for an output token are rejected on arrival (vLLM answers 400);
@@ -130,6 +145,10 @@ class Cluster:
             steps=sum(r.steps for r in self.replicas),
             events=self.arrivals + sum(r.events for r in self.replicas),
             truncated_outputs=self.truncated_outputs,
-            prefix_query_tokens=sum(r.scheduler.prefix_query_tokens for r in self.replicas),
-            prefix_hit_tokens=sum(r.scheduler.prefix_hit_tokens for r in self.replicas),
+            prefix_query_tokens=sum(s.prefix_query_tokens for s in self._schedulers()),
+            prefix_hit_tokens=sum(s.prefix_hit_tokens for s in self._schedulers()),
+            data_parallel=lockstep_summary(self.replicas, self.deployment),
         )
+
+    def _schedulers(self) -> list[Scheduler]:
+        return [s for r in self.replicas for s in getattr(r, "ranks", [r.scheduler])]

@@ -61,9 +61,22 @@ class Replica:
         self.process = env.process(self._run())
 
     # -- what the router sees -------------------------------------------------------------
+    @property
+    def outstanding(self) -> int:
+        """Requests running or waiting here."""
+        return self.scheduler.outstanding
+
+    @property
+    def kv_capacity_blocks(self) -> int:
+        return self.scheduler.pool.capacity
+
     def enqueue(self, rid: int) -> None:
         """Accept a routed request; it joins the waiting queue at the next step boundary."""
         self.scheduler.waiting.append(rid)
+        self._wake_up()
+
+    def _wake_up(self) -> None:
+        """A request joined: wake the idle process, or cut its sleep short at the step in progress."""
         if self._wake is not None and not self._wake.triggered:
             self._wake.succeed()
         elif self._sleeping:
@@ -80,9 +93,9 @@ class Replica:
 
     # -- the process ----------------------------------------------------------------------
     def _run(self):
-        env, scheduler = self.env, self.scheduler
+        env = self.env
         while True:
-            if scheduler.outstanding == 0:
+            if self.outstanding == 0:
                 self._wake = env.event()
                 yield self._wake
                 self.events += 1
@@ -140,38 +153,48 @@ class Replica:
     def _apply(self, plan: StepPlan | None, run: DecodeRun | None, times: np.ndarray, used: np.ndarray) -> None:
         """Apply the steps done: `times` holds the segment start and each done step's end,
         `used` the blocks in use during each done step."""
-        scheduler = self.scheduler
-        running, waiting = len(scheduler.running), len(scheduler.waiting)
-        done = len(times) - 1
-        emitted = prefill_tokens = decode_tokens = preempted = 0
-        finished = plan_finished = _NOBODY
-        start, self.clock = float(times[0]), float(times[-1])
-        durations = times[1:] - times[:-1]
-        run_steps = done
-        if plan is not None:
-            emitted, plan_finished = scheduler.apply(plan, float(times[1]), self.itl)
-            prefill_tokens = int(plan.features.prefill_tokens[0])
-            decode_tokens = int(plan.features.decode_tokens[0])
-            preempted = plan.preempted
-            run_steps = done - 1
-        if run_steps > 0:
-            assert run is not None and run.features.decode_batch is not None
-            run_emitted, finished = scheduler.advance(run, durations[done - run_steps:], self.clock, self.itl)
-            emitted += run_emitted
-            seqs, tokens_per_seq = run.features.decode_batch
-            decode_tokens += run_steps * seqs * tokens_per_seq
-        self.steps += done
-        blocks = used.astype(np.float64)
-        # without sliding windows blocks are only allocated within a segment: its last step holds the most
-        peak = int(np.maximum.reduce(used)) if scheduler.hybrid_kv else int(used[-1])
-        self.timeline.record(
-            self.index, start, self.clock, done, running, waiting, int(used[0]), peak,
-            float(np.dot(blocks, durations)), float(np.dot(blocks * blocks, durations)), prefill_tokens,
-            decode_tokens, emitted, preempted, scheduler.window_blocks_held)
+        self.clock = float(times[-1])
+        self.steps += len(times) - 1
+        finished = apply_steps(self.scheduler, self.index, plan, run, times, used, self.timeline, self.itl)
         if self.on_finish is not None:
-            for rids in (plan_finished, finished):
+            for rids in finished:
                 if len(rids):
                     self.on_finish(self.index, rids, self.clock)
+
+
+def apply_steps(scheduler: Scheduler, row_index: int, plan: StepPlan | None, run: DecodeRun | None,
+                times: np.ndarray, used: np.ndarray, timeline: TimelineRecorder,
+                itl: LogHistogram) -> tuple[np.ndarray, np.ndarray]:
+    """Apply one engine core's done steps of a segment and record its timeline row (under
+    `row_index`); returns the requests the scheduled step and the run finished. Shared by a
+    replica and by each rank of a lockstep data-parallel replica (`lockstep.py`)."""
+    running, waiting = len(scheduler.running), len(scheduler.waiting)
+    done = len(times) - 1
+    emitted = prefill_tokens = decode_tokens = preempted = 0
+    finished = plan_finished = _NOBODY
+    start, end = float(times[0]), float(times[-1])
+    durations = times[1:] - times[:-1]
+    run_steps = done
+    if plan is not None:
+        emitted, plan_finished = scheduler.apply(plan, float(times[1]), itl)
+        prefill_tokens = int(plan.features.prefill_tokens[0])
+        decode_tokens = int(plan.features.decode_tokens[0])
+        preempted = plan.preempted
+        run_steps = done - 1
+    if run_steps > 0:
+        assert run is not None and run.features.decode_batch is not None
+        run_emitted, finished = scheduler.advance(run, durations[done - run_steps:], end, itl)
+        emitted += run_emitted
+        seqs, tokens_per_seq = run.features.decode_batch
+        decode_tokens += run_steps * seqs * tokens_per_seq
+    blocks = used.astype(np.float64)
+    # without sliding windows blocks are only allocated within a segment: its last step holds the most
+    peak = int(np.maximum.reduce(used)) if scheduler.hybrid_kv else int(used[-1])
+    timeline.record(
+        row_index, start, end, done, running, waiting, int(used[0]), peak,
+        float(np.dot(blocks, durations)), float(np.dot(blocks * blocks, durations)), prefill_tokens,
+        decode_tokens, emitted, preempted, scheduler.window_blocks_held)
+    return plan_finished, finished
 
 
 def _step_ends(start: float, durations: np.ndarray, first: float | None = None) -> np.ndarray:

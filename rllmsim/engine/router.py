@@ -47,7 +47,7 @@ class LeastKVUsage:
     """The replica with the smallest share of KV blocks in use, then the fewest outstanding."""
 
     def choose(self, replicas: Sequence[Replica], outstanding: np.ndarray, now: float) -> int:
-        keys = [(r.kv_blocks_used(now) / r.scheduler.pool.capacity, int(outstanding[i]))
+        keys = [(r.kv_blocks_used(now) / r.kv_capacity_blocks, int(outstanding[i]))
                 for i, r in enumerate(replicas)]
         return keys.index(min(keys))
 

@@ -61,6 +61,14 @@ def format_summary(summary: dict[str, Any]) -> str:
             _row("Draft acceptance rate (%):", 100.0 * spec["simulated"]["draft_acceptance_rate"]),
             _row("Mean acceptance length:", spec["simulated"]["mean_acceptance_length"]),
         ]
+    dp = summary.get("data_parallel")
+    if dp:
+        lines += [
+            _title(f"Data parallel (DP {dp['data_parallel_size']}, lockstep)"),
+            _row("Rank-steps waiting on slowest rank (%):", 100.0 * dp["dp_sync_wait_share"]),
+            _row("Dummy rank-steps (%):", 100.0 * dp["dummy_step_share"]),
+            _row("Shared experts + exchange (%):", 100.0 * dp["shared_moe_share"]),
+        ]
     lines += [
         _title("Simulation"),
         _row("Simulated time (s):", summary["sim"]["simulated_s"]),

@@ -88,6 +88,8 @@ def summarize(
         "sim": {"simulated_s": result.simulated_s, "wall_s": result.wall_s, "steps": result.steps,
                 "events": result.events, "timeline_rows": int(len(result.timeline))},
     }
+    if result.data_parallel is not None:
+        summary["data_parallel"] = result.data_parallel
     if slos_s:
         summary["goodput"] = _goodput(ttft, e2el, outputs, slos_s, per_s)
     return summary

@@ -13,13 +13,13 @@ from rllmsim.deployment import Deployment
 
 
 def gpus(deployment: Deployment) -> int:
-    return deployment.tp * deployment.replicas
+    return deployment.gpus_per_replica * deployment.replicas
 
 
 def cost_per_hour(deployment: Deployment, replicas: int | None = None) -> float:
     """On-demand $/hour of every GPU of the deployment (or of `replicas` replicas of its shape)."""
     n = deployment.replicas if replicas is None else replicas
-    return deployment.tp * n * deployment.gpu.price_per_gpu_hour_usd
+    return deployment.gpus_per_replica * n * deployment.gpu.price_per_gpu_hour_usd
 
 
 def usd_per_million_tokens(usd_per_hour: float, tokens_per_s: float) -> float:

@@ -102,7 +102,9 @@ def read_aiconfigurator(path: str | Path) -> list[ClosedLoopCase]:
         cases.append(ClosedLoopCase(
             row=int(i) + 2, model=str(r["model_path"]), system=str(r["system"]), mode=str(r["mode"]),
             precision=str(precision).lower() if isinstance(precision, str) else "bf16",
-            isl=_int(r["isl"]), osl=_int(r["osl"]), users=_int(r["batch_size"]), tp=_int(r["tp_size"]),
+            # batch_size counts per DP rank: the benchmark's concurrency is batch_size x attention_dp_size
+            isl=_int(r["isl"]), osl=_int(r["osl"]), tp=_int(r["tp_size"]),
+            users=_int(r["batch_size"]) * max(_int(r.get("attention_dp_size")), 1),
             ttft_ms=float(r["silicon_ttft_ms"]), tpot_ms=float(r["silicon_tpot_ms"]),
             backend_version=str(r.get("backend_version")) if isinstance(r.get("backend_version"), str) else "",
             concurrency_recorded="silicon_concurrency=" in str(r.get("silicon_data_source", "")),
@@ -127,14 +129,12 @@ def case_deployment(case: ClosedLoopCase, gpu: str | None = None) -> Deployment:
         quantization = "mxfp4"
     elif case.precision not in ("bf16", "fp16") and case.precision not in QUANT:
         raise ConfigError(f"precision {case.precision} is not modelled")
-    if case.attention_dp > 1:
-        raise ConfigError(f"attention_dp_size {case.attention_dp}: data-parallel attention is not modelled yet")
-    if case.moe_ep > 1 and case.moe_ep != case.tp:
-        raise ConfigError(f"moe_ep_size {case.moe_ep} with tp_size {case.tp}: only experts sharded over the TP group "
-                          "(vLLM's --enable-expert-parallel without data parallelism) are modelled")
+    if case.moe_ep > 1 and case.moe_ep != case.tp * case.attention_dp:
+        raise ConfigError(f"moe_ep_size {case.moe_ep} with tp_size {case.tp} x attention_dp_size {case.attention_dp}: "
+                          "vLLM's --enable-expert-parallel shards experts over all DP x TP GPUs")
     return Deployment(model=model, gpu=load_gpu(gpu or case.system), tp=case.tp,
                       quantization=quantization, max_model_len=case.isl + case.osl,
-                      enable_expert_parallel=case.moe_ep > 1,
+                      enable_expert_parallel=case.moe_ep > 1, data_parallel_size=case.attention_dp,
                       **({"vllm_version": case.backend_version} if case.backend_version else {}))
 
 

@@ -28,7 +28,7 @@ from rllmsim.errors import ConfigError
 # vLLM engine-argument names (and their CLI spellings) -> EngineArgs fields.
 _ALIASES = {
     "tensor_parallel_size": "tp", "tp": "tp", "tp_size": "tp",
-    "data_parallel_size": "replicas", "dp": "replicas", "replicas": "replicas",
+    "data_parallel_size": "data_parallel_size", "dp": "data_parallel_size", "replicas": "replicas",
 }
 
 
@@ -43,6 +43,8 @@ class EngineArgs:
     model: str | None = None
     tp: int = 1
     replicas: int = 1
+    data_parallel_size: int = 1  # DP ranks of one engine (rllmsim.parallel), not independent replicas
+    enable_expert_parallel: bool | None = None
     max_num_seqs: int | None = None
     max_num_batched_tokens: int | None = None
     max_model_len: int | None = None

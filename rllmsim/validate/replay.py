@@ -102,7 +102,8 @@ def build_deployment(engine: EngineArgs, gpu: GPUSpec, model: str | None = None,
         raise ConfigError(f"{gpu.display_name} is not in the GPU catalog, so its KV capacity must be measured: "
                           "record num_gpu_blocks with the run, or calibrate on the same machine")
     knobs = {k: v for k, v in {
-        "tp": engine.tp, "replicas": engine.replicas, "quantization": engine.quantization,
+        "tp": engine.tp, "replicas": engine.replicas, "data_parallel_size": engine.data_parallel_size,
+        "enable_expert_parallel": engine.enable_expert_parallel, "quantization": engine.quantization,
         "kv_cache_dtype": engine.kv_cache_dtype, "max_num_seqs": engine.max_num_seqs,
         "max_num_batched_tokens": engine.max_num_batched_tokens, "max_model_len": engine.max_model_len,
         "gpu_memory_utilization": engine.gpu_memory_utilization, "block_size": engine.block_size,
@@ -185,7 +186,7 @@ def _ticks(run: RecordedRun, sim: RunOutput, deployment: Deployment, sim_frame: 
     block pool); otherwise `reconstructed`, where both sides are rebuilt the same way from their
     request timestamps and expressed as % of the simulated capacity.
     """
-    capacity = deployment.num_gpu_blocks * deployment.replicas
+    capacity = deployment.num_gpu_blocks * deployment.engine_cores
     log = run.timeseries
     end = max(run.duration_s, float(np.nanmax(sim_frame["finish_s"]))) if len(sim_frame) else run.duration_s
     if log is not None:
@@ -195,7 +196,7 @@ def _ticks(run: RecordedRun, sim: RunOutput, deployment: Deployment, sim_frame: 
         times = np.arange(0.5, end + 0.5, 0.5)
     if len(times) == 0:
         return None, None
-    sampled = sample_sim_timeline(sim.result.timeline, times, deployment.num_gpu_blocks, deployment.replicas)
+    sampled = sample_sim_timeline(sim.result.timeline, times, deployment.num_gpu_blocks, deployment.engine_cores)
     ticks = pd.DataFrame({"t_s": times, "sim_running": sampled["running"], "sim_waiting": sampled["waiting"],
                           "sim_kv_blocks": sampled["kv_blocks"]})
     if log is not None:

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from rllmsim import parallel
 from rllmsim.cost.features import StepFeatures
 from rllmsim.cost.kernels import sources
 from rllmsim.cost.kernels.host import HostParams, combine
@@ -110,7 +111,9 @@ class KernelCostModel:
         else:
             self.ops = sources.from_database(tables, shapes, gemm_dtype(d), kv_dtype, d.model,
                                              d.gpu.hbm_bandwidth_gbps, tokens, seqs)
-        if d.model.num_moe_layers and "moe" not in self.ops.token_ops:
+        if parallel.lockstep(d):  # routed experts run over all DP ranks' tokens: rllmsim.cost.data_parallel
+            self.ops.token_ops.pop("moe", None)
+        elif d.model.num_moe_layers and "moe" not in self.ops.token_ops:
             self._add_moe(tokens)
         self._capture_size = max_capture_size(d)
         self._graphed = (tokens <= self._capture_size) & (self._capture_size > 0)

@@ -10,7 +10,7 @@ Schema (latency always in microseconds, sizes per GPU):
 - gemm: dtype, m (tokens), n, k
 - context_attention: batch, isl, heads, kv_heads, head_dim, kv_dtype, window (prefill from empty)
 - generation_attention: batch, context, heads, kv_heads, head_dim, kv_dtype, window (one decode)
-- allreduce: impl (vllm_graph | vllm_eager: vLLM's own all-reduce dispatch; nccl), num_gpus, bytes
+- allreduce: impl (vllm_graph | vllm_eager: vLLM's own all-reduce dispatch; nccl; nccl_all_gather, nccl_reduce_scatter, nccl_alltoall: the DP MoE exchange), num_gpus, bytes
 - moe: dtype, tokens, hidden, inter, topk, experts, tp, ep
 - activation_quant: kind (quantize: static fp8 quantization of an m x k input; dynamic_scale:
   the extra time of computing its scale per token), m, k

@@ -17,6 +17,9 @@ from rllmsim.errors import ConfigError
 #: The MoE routing distribution taken from the database: a mild power law, since real routers are
 #: not perfectly balanced (aiconfigurator measures balanced, power_law_1.01 and power_law_1.2).
 MOE_DISTRIBUTION = "power_law_1.01"
+#: nccl_perf op_name -> the `impl` of its rows in the comm table
+NCCL_IMPLS = {"all_reduce": "nccl", "all_gather": "nccl_all_gather", "reduce_scatter": "nccl_reduce_scatter",
+              "alltoall": "nccl_alltoall"}
 
 
 #: MoE dtypes taken from the newest vLLM version that measured them rather than the requested one:
@@ -127,8 +130,11 @@ def import_system(data_dir: Path, system: str, vllm_version: str = "0.19.0") -> 
                                   "latency_us": _ms_to_us(custom)}))
     nccl = read("comm", "nccl", "nccl_perf.parquet")
     if nccl is not None:
-        nccl = nccl[(nccl["op_name"] == "all_reduce") & (nccl["nccl_dtype"] == "half")]
-        comm.append(pd.DataFrame({"impl": "nccl", "num_gpus": nccl["num_gpus"], "bytes": nccl["message_size"] * 2,
+        # all_gather / reduce_scatter / alltoall: the data-parallel MoE exchange (cost/data_parallel.py);
+        # their message_size is the whole gathered (scattered) buffer, as nccl-tests counts it
+        nccl = nccl[nccl["op_name"].isin(NCCL_IMPLS) & (nccl["nccl_dtype"] == "half")]
+        comm.append(pd.DataFrame({"impl": nccl["op_name"].map(NCCL_IMPLS), "num_gpus": nccl["num_gpus"],
+                                  "bytes": nccl["message_size"] * 2,
                                   "latency_us": _ms_to_us(nccl)}))
     if comm:
         tables["allreduce"] = pd.concat(comm, ignore_index=True).dropna()
