@@ -143,3 +143,12 @@ def test_servegen_run_end_to_end_with_a_reasoning_budget():
     tokens = run.summary["tokens"]
     assert tokens["reasoning"] + tokens["answer"] == tokens["output"] and tokens["reasoning"] > 0
     assert run.summary["ttfvt_s"]["p50"] >= run.summary["ttft_s"]["p50"]
+
+
+def test_report_arrival_series_reads_rate_and_cv_per_bin():
+    from rllmsim.report.workload_figures import arrival_series
+    times = np.cumsum(np.random.default_rng(7).exponential(0.1, 40000))
+    _, rate, cv = arrival_series(times, bins=10)
+    np.testing.assert_allclose(rate, 10.0, rtol=0.05)
+    np.testing.assert_allclose(cv, 1.0, rtol=0.05)
+    assert arrival_series(np.array([1.0]))[0].size == 0
