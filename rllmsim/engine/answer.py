@@ -21,15 +21,18 @@ def mark_answers_in_run(ledger: RequestLedger, rids: np.ndarray, generated: np.n
     run's step durations ending at `end`; `accepted`/`rate` are the speculative accumulators after
     the run and their per-step gain (None without speculation)."""
     at = ledger.answer_at[rids]
-    before = generated - tokens
-    cross = (at > before) & (at <= generated)
+    # crossing inside the run: before < at <= generated, i.e. 0 <= generated - at < tokens; as
+    # unsigned one comparison (requests without reasoning have at = 0 and generated > tokens)
+    ahead = generated - at
+    step_tokens = np.uint64(tokens) if isinstance(tokens, (int, np.integer)) else tokens.view(np.uint64)
+    cross = ahead.view(np.uint64) < step_tokens
     if not cross.any():
         return
-    need = (at - before)[cross]
+    need = tokens - ahead[cross] if isinstance(tokens, (int, np.integer)) else tokens[cross] - ahead[cross]
     if rate is None:
         steps = need
     else:
         steps = speculation.steps_to_emit(accepted[cross] - len(gaps) * rate[cross], rate[cross], need)
     # step k (1-based) ends at end - (the durations of the steps after it), as the replica's clock adds them
-    after = np.concatenate((np.cumsum(gaps[::-1])[::-1][1:], [0.0]))
-    ledger.answer_token[rids[cross]] = end - after[steps - 1]
+    cum = np.cumsum(gaps)
+    ledger.answer_token[rids[cross]] = end - (cum[-1] - cum[steps - 1])
