@@ -169,3 +169,13 @@ def test_ttfvt_fast_forward_equals_step_by_step_under_preemption():
         np.testing.assert_allclose(fast["ttfvt_s"], slow["ttfvt_s"], rtol=1e-9, atol=0, err_msg=f"seed {seed}")
         preempted += int(fast["preemptions"].sum())
     assert preempted > 0  # the case that matters: a preempted request keeps its first answer time
+
+
+@pytest.mark.parametrize("flags,field", [(["--reasoning-budget", "-5"], "--reasoning-budget"),
+                                         (["--servegen-start", "100"], "--servegen-start")])
+def test_bad_reasoning_flags_exit_2_naming_the_flag(flags, field, tmp_path):
+    from click.testing import CliRunner
+    from rllmsim.cli import main
+    result = CliRunner().invoke(main, ["simulate", "--model", "deepseek-r1-distill-qwen-1.5b", "--num-requests", "5",
+                                       "--out", str(tmp_path / "run"), *flags])
+    assert result.exit_code == 2 and field in result.output

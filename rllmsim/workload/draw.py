@@ -38,6 +38,8 @@ class DrawnRequests:
 def draw_requests(spec: "WorkloadSpec", streams: RngStreams, model: str | None = None) -> DrawnRequests:
     """The requests of `spec` for a deployment serving `model`."""
     n, rng = spec.num_requests, streams.stream("lengths")
+    if spec.servegen_start_s is not None and spec.arrival != "servegen":
+        raise ConfigError("--servegen-start only applies to --arrival servegen; drop it or set --arrival servegen")
     arrivals = rows = None
     if spec.arrival == "servegen":
         arrivals, rows = servegen.load_pool().arrivals(spec.rate, n, streams.stream("arrivals"), spec.servegen_start_s)
