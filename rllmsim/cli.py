@@ -30,8 +30,17 @@ class _Group(click.Group):
         try:
             return super().invoke(ctx)
         except ConfigError as err:
-            click.echo(f"error: {err}", err=True)
+            click.echo(f"error: {_one_line(str(err))}", err=True)
             sys.exit(2)
+        except click.UsageError as err:  # click's own: a bad flag value, an unknown option or command
+            where = f"{err.ctx.command_path}: " if err.ctx is not None else ""
+            click.echo(f"error: {where}{_one_line(err.format_message())}", err=True)
+            sys.exit(2)
+
+
+def _one_line(text: str) -> str:
+    """A message promised as one line stays one line, whatever a file's content put in it."""
+    return " ".join(text.split())
 
 
 @click.group(cls=_Group)

@@ -14,6 +14,8 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from rllmsim import checks, spec_decode
+from rllmsim.engine.acceptance import DEFAULT_ACCEPTANCE_SPREAD
 from rllmsim.engine.kv_capacity import KVBudget, kv_budget
 from rllmsim.engine.kv_layout import KVLayout, kv_layout
 from rllmsim.errors import ConfigError
@@ -23,7 +25,7 @@ from rllmsim.specs.dtypes import quantization_scope, quantization_weight_bytes
 GIB = 1024**3
 #: Checkpoint quantization methods vLLM runs as stored unless --quantization says otherwise.
 CHECKPOINT_QUANTIZATIONS = ("fp8", "mxfp4")
-SPECULATIVE_METHODS = ("ngram", "draft", "eagle")
+SPECULATIVE_METHODS = spec_decode.SPECULATIVE_METHODS
 #: The vLLM release whose defaults a deployment takes unless told otherwise.
 DEFAULT_VLLM_VERSION = "0.19.0"
 #: First vLLM release with async scheduling on by default (vllm-project/vllm#27614, Jan 2026).
@@ -54,7 +56,9 @@ class Deployment:
     num_gpu_blocks_override: int | None = None
     speculative_method: str | None = None
     num_speculative_tokens: int = 0
-    spec_acceptance_rate: float = 0.7
+    spec_acceptance_rate: float | None = None  # vLLM's "Draft acceptance rate"; None: 0.7 unless the length is given
+    spec_mean_acceptance_length: float | None = None  # vLLM's "Mean acceptance length" (1 + rate x k)
+    spec_acceptance_spread: float = DEFAULT_ACCEPTANCE_SPREAD  # per-request variation (rllmsim.engine.acceptance)
     draft_model: ModelSpec | None = None
     vllm_version: str = DEFAULT_VLLM_VERSION
     async_scheduling: bool | None = None  # None: the vLLM version's default
@@ -76,8 +80,8 @@ class Deployment:
             # MiniMax-M2: fp8; gpt-oss: mxfp4 experts)
             object.__setattr__(self, "quantization", self.model.checkpoint_quantization)
         quantization_weight_bytes(self.quantization)  # raises ConfigError for unknown names
-        dtype_bytes(self.kv_cache_dtype)  # raises ConfigError for unknown names
-        self._check_speculative()
+        checks.kv_cache_dtype(self.kv_cache_dtype)  # raises ConfigError for unknown names
+        spec_decode.check_speculative(self)
         _require(not self.enable_expert_parallel or self.model.num_experts > 0, "enable_expert_parallel",
                  f"needs a mixture-of-experts model; {self.model.name} is dense")
         version = parse_vllm_version(self.vllm_version)
@@ -100,41 +104,18 @@ class Deployment:
             _require(self.max_num_batched_tokens >= self.max_model_len, "max_num_batched_tokens",
                      f"{self.max_num_batched_tokens} < max_model_len {self.max_model_len} without chunked "
                      "prefill; raise it or lower --max-model-len")
+        checks.deployment(self)
         self._check_fits()
-
-    def _check_speculative(self) -> None:
-        method = self.speculative_method
-        if method is None:
-            _require(self.num_speculative_tokens == 0, "num_speculative_tokens",
-                     "needs --speculative-method ngram|draft|eagle")
-            return
-        _require(method in SPECULATIVE_METHODS, "speculative_method",
-                 f"{method!r} is not one of {', '.join(SPECULATIVE_METHODS)}")
-        _require(1 <= self.num_speculative_tokens <= 16, "num_speculative_tokens",
-                 f"must be in 1..16 with --speculative-method, got {self.num_speculative_tokens}")
-        _require(0.0 <= self.spec_acceptance_rate <= 1.0, "spec_acceptance_rate",
-                 f"must be in [0, 1], got {self.spec_acceptance_rate}")
-        _require((method == "draft") == (self.draft_model is not None), "draft_model",
-                 "is required with --speculative-method draft (and only then); give --draft-model NAME")
 
     @property
     def spec_tokens_per_step(self) -> float:
-        """Expected tokens a decoding sequence emits per step: 1 without speculation, else
-        (1 - a^(k+1)) / (1 - a) for acceptance rate a and k proposed tokens."""
-        k, a = self.num_speculative_tokens, self.spec_acceptance_rate
-        if not self.speculative_method:
-            return 1.0
-        return float(k + 1) if a >= 1.0 else (1.0 - a ** (k + 1)) / (1.0 - a)
+        """Mean tokens a decoding sequence emits per step: 1 + rate x k (`rllmsim.spec_decode`)."""
+        return spec_decode.tokens_per_step(self)
 
     @property
     def drafter(self) -> ModelSpec | None:
-        """The model that proposes tokens on the GPU: the draft model, or for EAGLE a one-layer
-        head of the target's shape; n-gram lookup runs on the CPU and has none."""
-        if self.speculative_method == "draft":
-            return self.draft_model
-        if self.speculative_method == "eagle":
-            return dataclasses.replace(self.model, num_layers=1, name=f"{self.model.name}-eagle-head")
-        return None
+        """The model that proposes tokens on the GPU; None for n-gram lookup (`rllmsim.spec_decode`)."""
+        return spec_decode.drafter(self)
 
     # -- memory -----------------------------------------------------------------------------
     @property
@@ -143,19 +124,12 @@ class Deployment:
 
     @property
     def weight_bytes_per_gpu(self) -> float:
-        """Weights (and a speculative drafter's, kept in bf16) split evenly across the TP group."""
+        """Weights (and a speculative drafter's, `rllmsim.spec_decode`) split evenly across the TP group."""
         model_bytes = self.model.weight_bytes(self.weight_bytes_per_param, quantization_scope(self.quantization))
         return (model_bytes + self._drafter_weight_bytes()) / self.tp
 
     def _drafter_weight_bytes(self) -> float:
-        """A draft model's full weights; an EAGLE head's one decoder layer (it shares the target's
-        embeddings and lm_head)."""
-        if self.speculative_method == "draft":
-            return self.draft_model.weight_bytes(2.0)
-        if self.speculative_method == "eagle":
-            headless = dataclasses.replace(self.model, num_layers=0, num_moe_layers=0)
-            return (self.model.weight_bytes(2.0) - headless.weight_bytes(2.0)) / self.model.num_layers
-        return 0.0
+        return spec_decode.drafter_weight_bytes(self)
 
     @property
     def kv_bytes_per_token_per_gpu(self) -> float:

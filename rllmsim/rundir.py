@@ -19,6 +19,7 @@ from typing import Any, Iterator
 import numpy as np
 import pandas as pd
 
+from rllmsim.checks import clean_stale_staging, staging_prefix, writable_dir
 from rllmsim.errors import ConfigError
 
 
@@ -29,7 +30,7 @@ def default_run_dir(label: str, root: str | Path = "runs") -> Path:
     while path.exists():
         k += 1
         path = base.with_name(f"{base.name}-{k}")
-    return path
+    return writable_dir(path, f"--out (default {root}/)")
 
 
 def check_new_dir(path: str | Path) -> Path:
@@ -37,7 +38,7 @@ def check_new_dir(path: str | Path) -> Path:
     path = Path(path)
     if path.exists() and (not path.is_dir() or any(path.iterdir())):
         raise ConfigError(f"--out {path} already exists and is not empty; choose a new directory or remove it")
-    return path
+    return writable_dir(path)
 
 
 def to_jsonable(value: Any) -> Any:
@@ -85,7 +86,8 @@ def staged_directory(path: str | Path) -> Iterator[Path]:
     becomes `path` in one rename, otherwise it is removed. `path` must be new or empty."""
     path = check_new_dir(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
+    clean_stale_staging(path.parent)  # a SIGKILLed writer's leftovers
+    staging = Path(tempfile.mkdtemp(dir=path.parent, prefix=staging_prefix(path.name), suffix=".tmp"))
     _as_if_created(staging, directory=True)
     try:
         yield staging

@@ -14,13 +14,14 @@ import numpy as np
 import pandas as pd
 
 from rllmsim.cost.base import CostModel
-from rllmsim.cost.roofline import RooflineCostModel, RooflineParams
 from rllmsim.cost.select import cost_model_for
-from rllmsim.cost.speculative import SpeculativeCostModel
+from rllmsim.cost.speculative import speculative_cost_model
 from rllmsim.deployment import Deployment
 from rllmsim.engine.clients import BatchWaves, Client, ClosedLoop, OpenLoop
 from rllmsim.engine.cluster import Cluster, SimulationResult
+from rllmsim import checks
 from rllmsim.errors import ConfigError
+from rllmsim.metrics.speculative import speculative_summary
 from rllmsim.metrics.stragglers import DEFAULT_FACTOR
 from rllmsim.metrics.summary import summarize
 from rllmsim.rng import RngStreams
@@ -79,6 +80,7 @@ class WorkloadSpec:
         if self.shared_prefix_tokens < 0 or self.prefix_groups < 1:
             raise ConfigError("shared_prefix_tokens must be >= 0 and prefix_groups >= 1, got "
                               f"{self.shared_prefix_tokens} and {self.prefix_groups}")
+        checks.workload(self)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -124,18 +126,8 @@ def _shared_prefixes(spec: WorkloadSpec, n: int, rng: np.random.Generator) -> tu
 
 
 def with_speculation(cost_model: CostModel, deployment: Deployment) -> CostModel:
-    """Add the proposer's cost when the deployment speculates. The proposer runs on the target's
-    GPUs at its roofline cost without the per-step CPU overheads, which the target step already
-    pays once."""
-    if not deployment.speculative_method:
-        return cost_model
-    drafter = deployment.drafter
-    proposer = None
-    if drafter is not None:
-        draft = dataclasses.replace(deployment, model=drafter, speculative_method=None, num_speculative_tokens=0,
-                                    draft_model=None, quantization=None, num_gpu_blocks_override=deployment.num_gpu_blocks)
-        proposer = RooflineCostModel(draft, RooflineParams(step_overhead_s=0.0, per_seq_overhead_s=0.0))
-    return SpeculativeCostModel(cost_model, proposer, deployment.num_speculative_tokens, deployment.speculative_method)
+    """Add the proposer's cost when the deployment speculates (`rllmsim.cost.speculative`)."""
+    return speculative_cost_model(cost_model, deployment)
 
 
 def run_simulation(
@@ -150,6 +142,9 @@ def run_simulation(
     straggler_factor: float = DEFAULT_FACTOR,
 ) -> RunOutput:
     """Simulate `workload` on `deployment`; a ready request table may stand in for a spec."""
+    checks.seed(seed)
+    checks.straggler_factor(straggler_factor)
+    checks.slo_limits(slos_s or {}, "slos_s")
     streams = RngStreams(seed)
     if isinstance(workload, WorkloadSpec):
         table, built_client = build_workload(workload, streams, deployment.model.name)
@@ -158,9 +153,12 @@ def run_simulation(
         table, built_client, workload_config = workload, OpenLoop(), {"arrival": "table", "num_requests": len(workload)}
     client = client or built_client
     cost_model = with_speculation(cost_model or cost_model_for(deployment), deployment)
-    result = Cluster(deployment, cost_model, table, client, router=router, fast_forward=fast_forward).run()
+    result = Cluster(deployment, cost_model, table, client, router=router, fast_forward=fast_forward,
+                     rng=streams.stream("speculation")).run()
     requests = result.ledger.to_frame()
     summary = summarize(result, requests, deployment.replicas, slos_s, straggler_factor)
+    if deployment.speculative_method:
+        summary["speculative"] = speculative_summary(result, requests, deployment)
     config = {
         "deployment": deployment.to_dict(),
         "workload": workload_config,

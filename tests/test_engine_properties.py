@@ -26,8 +26,10 @@ def scenarios(draw):
     chunked = draw(st.booleans())
     knobs = {"scheduler_reserve_full_isl": draw(st.booleans())}  # vLLM's admission gate on or off
     if draw(st.booleans()):
-        knobs.update(speculative_method="ngram", num_speculative_tokens=draw(st.integers(1, 5)),
-                     spec_acceptance_rate=draw(st.floats(0.0, 1.0)))
+        # eagle and eagle3 add a drafter's roofline cost to every step; spread varies requests' rates
+        knobs.update(speculative_method=draw(st.sampled_from(["ngram", "eagle", "eagle3"])),
+                     num_speculative_tokens=draw(st.integers(1, 5)), spec_acceptance_rate=draw(st.floats(0.0, 1.0)),
+                     spec_acceptance_spread=draw(st.sampled_from([0.0, 0.05, 0.3])))
     budget = draw(st.integers(8, 300)) if chunked else draw(st.integers(max_model_len, 400))
     if draw(st.booleans()):  # half the layers slide: vLLM's hybrid KV groups (kv_layout.py)
         window = draw(st.integers(2, 96))

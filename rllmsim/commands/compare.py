@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from rllmsim import checks
 from rllmsim.commands.options import deployment_options, parse_goodput, workload_from_options, workload_options
 from rllmsim.compare import parse_variants, run_comparison, write_comparison
 from rllmsim.rundir import check_new_dir, default_run_dir
@@ -32,6 +33,8 @@ def command(variant_specs, seed, out_dir, goodput, straggler_factor, step_by_ste
     rllmsim compare --model deepseek-r1-distill-qwen-14b --dataset math-500 \\
         --variant baseline: --variant fp8kv:--kv-cache-dtype=fp8 --variant awq:--quantization=awq
     """
+    checks.seed(seed, "--seed")
+    checks.straggler_factor(straggler_factor, "--straggler-factor")
     variants = parse_variants(variant_specs, opts)
     workload = workload_from_options(opts)
     slos = parse_goodput(goodput)

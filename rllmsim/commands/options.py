@@ -10,9 +10,12 @@ from typing import Any, Callable
 import click
 
 from rllmsim.deployment import DEFAULT_VLLM_VERSION, Deployment
+from rllmsim.engine.acceptance import DEFAULT_ACCEPTANCE_SPREAD
 from rllmsim.engine.router import ROUTERS
+from rllmsim import checks
 from rllmsim.errors import ConfigError
 from rllmsim.simulation import WorkloadSpec
+from rllmsim.spec_decode import METHOD_ALIASES, METHOD_NAMES, SPECULATIVE_METHODS
 from rllmsim.specs import GPUSpec, ModelSpec, load_gpu, load_model
 
 DEFAULT_MODEL = "deepseek-r1-distill-qwen-7b"
@@ -38,11 +41,16 @@ _DEPLOYMENT_OPTIONS = [
     click.option("--scheduler-reserve-full-isl/--no-scheduler-reserve-full-isl", "scheduler_reserve_full_isl",
                  default=None, help="Admit a waiting or preempted request only when the KV cache holds its whole "
                  "prompt, not just its first chunk (default: as the vLLM version does, on from 0.19)."),
-    click.option("--speculative-method", type=click.Choice(["ngram", "draft", "eagle"]), default=None,
-                 help="Speculative decoding proposer."),
-    click.option("--num-speculative-tokens", type=int, default=None, help="Tokens proposed per step (k)."),
-    click.option("--acceptance-rate", "spec_acceptance_rate", type=float, default=0.7, show_default=True,
-                 help="Probability each proposed token is accepted."),
+    click.option("--speculative-method", type=click.Choice(list(METHOD_NAMES)), default=None,
+                 help="Speculative decoding proposer, as vLLM names it (draft = draft_model, deepseek_mtp = mtp)."),
+    click.option("--num-speculative-tokens", type=int, default=None,
+                 help="Tokens proposed per step (k); default 4, for mtp the model's MTP layers as vLLM does."),
+    click.option("--acceptance-rate", "spec_acceptance_rate", type=float, default=None,
+                 help="vLLM's 'Draft acceptance rate': accepted / drafted tokens (default 0.7)."),
+    click.option("--mean-acceptance-length", "spec_mean_acceptance_length", type=float, default=None,
+                 help="vLLM's 'Mean acceptance length' (1 + rate x k), instead of --acceptance-rate."),
+    click.option("--acceptance-spread", "spec_acceptance_spread", type=float, default=DEFAULT_ACCEPTANCE_SPREAD,
+                 show_default=True, help="Per-request variation of the rate: Beta variance / (m(1-m)); 0: all alike."),
     click.option("--draft-model", default=None, help="Draft model for --speculative-method draft."),
     click.option("--vllm-version", default=DEFAULT_VLLM_VERSION, show_default=True,
                  help="The vLLM release whose defaults apply (async scheduling is on from 0.14)."),
@@ -100,7 +108,8 @@ DEPLOYMENT_KEYS = ("tp", "replicas", "quantization", "kv_cache_dtype", "max_num_
                    "num_gpu_blocks_override", "enable_prefix_caching", "scheduler_reserve_full_isl",
                    "vllm_version", "async_scheduling", "enforce_eager", "disable_custom_all_reduce",
                    "enable_expert_parallel",
-                   "speculative_method", "spec_acceptance_rate")
+                   "speculative_method", "spec_acceptance_rate", "spec_mean_acceptance_length",
+                   "spec_acceptance_spread")
 WORKLOAD_KEYS = ("arrival", "rate", "cv", "burstiness", "dataset", "lengths_file", "max_tokens", "num_requests",
                  "concurrency", "think_time_s", "trace", "trace_format", "time_scale", "shared_prefix_tokens",
                  "prefix_groups", "reasoning_budget", "servegen_start_s")
@@ -112,13 +121,16 @@ def deployment_from_options(opts: dict[str, Any], model: ModelSpec | None = None
     quantization = opts.get("quantization")
     fields = {k: opts[k] for k in DEPLOYMENT_KEYS if k in opts}
     fields["quantization"] = None if quantization in (None, "", "none") else quantization
-    if opts.get("speculative_method"):
-        fields["num_speculative_tokens"] = opts.get("num_speculative_tokens") or 4
+    model = model or load_model(opts["model"])
+    method = opts.get("speculative_method")
+    if method:
+        default_k = (model.num_mtp_layers or 1) if METHOD_ALIASES.get(method, method) == "mtp" else 4
+        fields["num_speculative_tokens"] = opts.get("num_speculative_tokens") or default_k
     elif opts.get("num_speculative_tokens"):
-        raise ConfigError("--num-speculative-tokens needs --speculative-method ngram|draft|eagle")
+        raise ConfigError(f"--num-speculative-tokens needs --speculative-method {'|'.join(SPECULATIVE_METHODS)}")
     if opts.get("draft_model"):
         fields["draft_model"] = load_model(opts["draft_model"])
-    return Deployment(model=model or load_model(opts["model"]), gpu=gpu or load_gpu(opts["gpu"]), **fields)
+    return Deployment(model=model, gpu=gpu or load_gpu(opts["gpu"]), **fields)
 
 
 def workload_from_options(opts: dict[str, Any]) -> WorkloadSpec:
@@ -145,4 +157,4 @@ def parse_goodput(items: tuple[str, ...]) -> dict[str, float]:
                 slos[name] = float(value) / 1e3
             except ValueError:
                 raise ConfigError(f"--goodput {part!r}: give milliseconds, as in {name}:500") from None
-    return slos
+    return dict(checks.slo_limits(slos))

@@ -7,9 +7,11 @@ from pathlib import Path
 
 import click
 
+from rllmsim import checks
 from rllmsim.commands.options import DEFAULT_MODEL, workload_from_options, workload_options
 from rllmsim.engine.router import ROUTERS
 from rllmsim.errors import ConfigError
+from rllmsim.specs import load_model
 from rllmsim.sweep.executors import default_workers, make_executor
 from rllmsim.sweep.plan import PlanSettings, candidates_from, run_plan
 from rllmsim.sweep.plan_output import format_plan, write_plan
@@ -27,6 +29,24 @@ def _ints(values: tuple[str, ...], flag: str) -> list[int]:
         return [int(v) for v in _split(values)]
     except ValueError:
         raise ConfigError(f"{flag} takes integers such as 1,2,4, got {','.join(values)!r}") from None
+
+
+def _check_grid(model: str, candidates, seed: int, workers: int | None, out_dir: str | None) -> None:
+    """Every value of the grid is checked before the search starts (and its progress bar), so a
+    typo is one line instead of a table of failed candidates. A candidate that does not fit its
+    GPU, or whose TP does not divide the model's heads, is a result, not a mistake."""
+    checks.seed(seed, "--seed")
+    if workers is not None:
+        checks.integer(workers, "--workers", minimum=1)
+    load_model(model)
+    for candidate in candidates:
+        checks.tp_size(candidate.tp, "--tp")
+        checks.quantization(candidate.quantization, "--quantization")
+        checks.kv_cache_dtype(candidate.kv_cache_dtype, "--kv-cache-dtype")
+        if candidate.replicas is not None:
+            checks.integer(candidate.replicas, "--replicas", minimum=1, fix="give auto or counts such as 1,2,4")
+    if out_dir:
+        checks.writable_dir(out_dir)
 
 
 @click.command("plan")
@@ -83,6 +103,7 @@ def command(model, gpus, tps, quantizations, kv_dtypes, replicas, router, slos, 
                    "block_size", "enable_chunked_prefill")
     engine = {k: opts.pop(k) for k in engine_keys}
     engine = {k: v for k, v in engine.items() if v is not None}
+    checks.engine_fields(engine)
     ctx = click.get_current_context()
     if ctx.get_parameter_source("num_requests") is not click.core.ParameterSource.DEFAULT:
         min_requests = max_requests = opts["num_requests"]  # an explicit count fixes it
@@ -98,6 +119,7 @@ def command(model, gpus, tps, quantizations, kv_dtypes, replicas, router, slos, 
                             verify=verify)
     candidates = candidates_from(_split(gpus), _ints(tps, "--tp"), _split(quantizations), _split(kv_dtypes),
                                  replica_choices)
+    _check_grid(model, candidates, seed, workers, out_dir)
     click.echo(f"plan: {len(candidates)} candidates for {model} at {target:g} req/s; SLOs "
                + ", ".join(str(s) for s in settings.slos))
     executor = make_executor(workers or (None if (use_ray or ray_address) else default_workers()),

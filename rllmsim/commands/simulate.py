@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 from click.core import ParameterSource
 
+from rllmsim import checks
 from rllmsim.commands.options import (deployment_from_options, deployment_options, parse_goodput,
                                       workload_from_options, workload_options)
 from rllmsim.cost.calibrated import calibrated_setup
@@ -35,6 +36,9 @@ from rllmsim.simulation import run_simulation
 def command(seed, out_dir, step_by_step, goodput, straggler_factor, timeline, report, cost_model_path,
             kernel_tables, allow_extrapolation, **opts) -> None:
     """Simulate serving a workload; prints a vllm-bench-style summary and writes the run."""
+    checks.seed(seed, "--seed")
+    checks.straggler_factor(straggler_factor, "--straggler-factor")
+    checks.cost_model_arg(cost_model_path, KINDS)
     deployment, cost_model = _deployment_and_cost_model(opts, cost_model_path, allow_extrapolation, kernel_tables)
     workload = workload_from_options(opts)
     slos = parse_goodput(goodput)

@@ -6,6 +6,7 @@ import sys
 
 import click
 
+from rllmsim import checks
 from rllmsim.sweep.driver import plan_sweep, run_sweep
 from rllmsim.sweep.executors import default_workers, make_executor
 from rllmsim.sweep.spec import load_spec
@@ -25,6 +26,9 @@ from rllmsim.sweep.spec import load_spec
 def command(spec_path, out_dir, workers, use_ray, ray_address, retry_failed, save_runs, dry_run) -> None:
     """Simulate every (deployment x workload x seed) of a YAML grid; resumable, one row per run."""
     spec = load_spec(spec_path)
+    if workers is not None:
+        checks.integer(workers, "--workers", minimum=1)
+    checks.writable_dir(out_dir)
     runs, todo, _ = plan_sweep(spec, out_dir, retry_failed, save_runs)
     axes = ", ".join(spec.axes) or "none"
     click.echo(f"sweep {spec.name}: {len(runs)} runs over axes [{axes}] x {len(spec.seeds)} seed(s); "

@@ -81,6 +81,8 @@ def read_profile(path: str | Path) -> Profile:
         metadata = json.loads(json_path.read_text())
     except json.JSONDecodeError as err:
         raise ConfigError(f"profile metadata {json_path} is not valid JSON: {err}") from None
+    if not isinstance(metadata, dict):
+        raise ConfigError(f"profile metadata {json_path} must hold a JSON object, got {type(metadata).__name__}")
     if metadata.get("format") != PROFILE_FORMAT:
         raise ConfigError(f"{json_path}: format is {metadata.get('format')!r}, expected "
                           f"{PROFILE_FORMAT!r}")

@@ -39,6 +39,7 @@ from rllmsim.cost.fit_eval import (
     EXTRAPOLATION_SPLIT, RANDOM_SPLIT, error_metrics, held_out_metrics)
 from rllmsim.cost.profile_table import Profile
 from rllmsim.cost.tree_json import tree_predict, tree_to_json
+from rllmsim import file_checks
 from rllmsim.errors import ConfigError
 
 CALIBRATION_FORMAT = "rllmsim.calibration/1"
@@ -268,6 +269,7 @@ class RegressionCostModel:
         if doc.get("format") != CALIBRATION_FORMAT:
             raise ConfigError(f"{path or 'calibration'}: format is {doc.get('format')!r}, "
                               f"expected {CALIBRATION_FORMAT!r}")
+        file_checks.calibration(doc, str(path or "calibration"), tuple(FEATURE_NAMES))
         try:
             coefficients = {str(k): float(v) for k, v in doc["coefficients"].items()}
             self.law = LinearLaw(float(doc["overhead_s"]), coefficients)

@@ -9,9 +9,9 @@ import numpy as np
 import pandas as pd
 import simpy
 
+from rllmsim import spec_decode
 from rllmsim.cost.base import CostModel
 from rllmsim.deployment import Deployment
-from rllmsim.engine import speculation
 from rllmsim.engine.clients import Client
 from rllmsim.engine.kv_cache import BlockPool
 from rllmsim.engine.replica import Replica
@@ -50,6 +50,7 @@ class Cluster:
         client: Client,
         router: str = "round-robin",
         fast_forward: bool = True,
+        rng: np.random.Generator | None = None,
     ) -> None:
         self.deployment = deployment
         self.env = simpy.Environment()
@@ -65,7 +66,9 @@ class Cluster:
                                  deployment.enable_prefix_caching, deployment.scheduler_reserve_full_isl,
                                  deployment.kv_layout)
         if deployment.speculative_method:
-            self.ledger.accept_rate[:] = speculation.rate_units(deployment.spec_tokens_per_step)
+            # each request its own acceptance, from the run's "speculation" stream (rng) when given
+            rng = rng if rng is not None else np.random.default_rng(0)
+            self.ledger.accept_rate[:] = spec_decode.request_rate_units(deployment, self.ledger.size, rng)
         self.replicas = [
             Replica(self.env, i, Scheduler(config, BlockPool(deployment.num_gpu_blocks, deployment.block_size),
                                            self.ledger),

@@ -1,7 +1,8 @@
 """Speculative decoding as a deterministic token-acceptance schedule.
 
-With k proposed tokens and acceptance rate a, a verifying step emits on average
-E = (1 - a^(k+1)) / (1 - a) tokens per sequence (the accepted prefix plus the bonus token). The
+With k proposed tokens and vLLM's draft acceptance rate r (accepted / drafted tokens), a
+verifying step emits on average E = 1 + r k tokens per sequence (the accepted prefix plus the
+bonus token: vLLM's "mean acceptance length"); each request has its own r (`acceptance.py`). The
 simulator emits exactly that average over time: each sequence accumulates E per step in fixed
 point (1/1024 token units) and emits the whole tokens its accumulator crosses. Integer arithmetic
 makes the schedule identical whether steps are simulated one by one or fast-forwarded, and the

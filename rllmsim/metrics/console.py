@@ -57,6 +57,15 @@ def format_summary(summary: dict[str, Any]) -> str:
         _row("Preemptions:", summary["preemptions"]),
         _row(f"Stragglers (> {strag['factor']:g}x cohort median E2EL):", strag["count"]),
         _row("Stragglers-only share of duration (%):", 100.0 * strag["share_of_makespan"]),
+    ]
+    if "speculative" in summary:  # as vLLM's SpecDecoding metrics log them, over the whole run
+        spec = summary["speculative"]
+        lines += [
+            _title(f"Speculative Decoding ({spec['method']}, k={spec['num_speculative_tokens']})"),
+            _row("Draft acceptance rate (%):", 100.0 * spec["simulated"]["draft_acceptance_rate"]),
+            _row("Mean acceptance length:", spec["simulated"]["mean_acceptance_length"]),
+        ]
+    lines += [
         _title("Simulation"),
         _row("Simulated time (s):", summary["sim"]["simulated_s"]),
         _row("Wall time (s):", summary["sim"]["wall_s"]),

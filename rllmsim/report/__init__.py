@@ -7,7 +7,6 @@ timeline)` serves `simulate --report`, which writes the page with the run itself
 
 from __future__ import annotations
 
-import json
 import os
 import tempfile
 from pathlib import Path
@@ -16,6 +15,7 @@ from typing import Any, Mapping
 import pandas as pd
 
 from rllmsim.errors import ConfigError
+from rllmsim.file_checks import load_yaml, read_file, read_json_object, read_run
 from rllmsim.report.html import render_page
 
 REPORT_FILE = "report.html"
@@ -35,14 +35,14 @@ def run_report_html(summary: Mapping[str, Any], requests: pd.DataFrame, timeline
 
 
 def sweep_report_html(directory: Path) -> str:
-    import yaml
-
     from rllmsim.report.sweep_figures import sweep_sections
     from rllmsim.sweep.results import read_results
 
     frame = read_results(directory)
     spec_path = directory / "sweep.yaml"
-    spec = yaml.safe_load(spec_path.read_text()) if spec_path.exists() else None
+    spec = read_file(spec_path, "sweep spec", lambda p: load_yaml(p.read_text())) if spec_path.exists() else None
+    if spec is not None and not isinstance(spec, dict):
+        raise ConfigError(f"{spec_path}: a sweep spec must be a mapping; rewrite or remove it")
     name = (spec or {}).get("name") or directory.name
     return render_page(f"rllmsim sweep: {name}", f"{len(frame)} runs in {directory}", sweep_sections(frame, spec))
 
@@ -50,11 +50,15 @@ def sweep_report_html(directory: Path) -> str:
 def plan_report_html(directory: Path) -> str:
     from rllmsim.report.sweep_figures import plan_sections
 
-    plan = json.loads((directory / "plan.json").read_text())
-    candidates = pd.read_parquet(directory / "candidates.parquet")
+    plan = read_json_object(directory / "plan.json", "plan")
+    candidates = read_file(directory / "candidates.parquet", "plan candidates table", pd.read_parquet)
     probes_path = directory / "probes.parquet"
-    probes = pd.read_parquet(probes_path) if probes_path.exists() else pd.DataFrame()
-    s = plan["settings"]
+    probes = read_file(probes_path, "plan probes table", pd.read_parquet) if probes_path.exists() else pd.DataFrame()
+    s = plan.get("settings")
+    if not isinstance(s, dict) or not isinstance(s.get("model"), str) or \
+            isinstance(s.get("target_rate"), bool) or not isinstance(s.get("target_rate"), (int, float)):
+        raise ConfigError(f"{directory / 'plan.json'}: field 'settings' must hold model and target_rate; "
+                          "rewrite it with `rllmsim plan --out`")
     return render_page(f"rllmsim plan: {s['model']} at {s['target_rate']:g} req/s",
                        f"{len(candidates)} candidates in {directory}", plan_sections(plan, candidates, probes))
 
@@ -64,16 +68,13 @@ def build_report(path: str | Path) -> str:
     directory = Path(path)
     if not directory.is_dir():
         raise ConfigError(f"{directory}: not a directory; give a run, sweep or plan directory")
+    # the files are data from disk: a value of the wrong type deep in them is one line too
     if (directory / "results.parquet").exists():
-        return sweep_report_html(directory)
+        return read_file(directory, "sweep directory", sweep_report_html)
     if (directory / "plan.json").exists():
-        return plan_report_html(directory)
+        return read_file(directory, "plan directory", plan_report_html)
     if (directory / "summary.json").exists() and (directory / "requests.parquet").exists():
-        summary = json.loads((directory / "summary.json").read_text())
-        requests = pd.read_parquet(directory / "requests.parquet")
-        timeline_path = directory / "timeline.parquet"
-        timeline = pd.read_parquet(timeline_path) if timeline_path.exists() else None
-        return run_report_html(summary, requests, timeline)
+        return read_file(directory, "run directory", lambda d: run_report_html(*read_run(d)))
     raise ConfigError(f"{directory}: neither a run (summary.json + requests.parquet), a sweep (results.parquet) "
                       "nor a plan (plan.json)")
 

@@ -98,7 +98,8 @@ def render_page(title: str, subtitle: str, sections: Sequence[Section]) -> str:
             figures.append({"id": fig_id, "data": spec.get("data", []), "layout": spec.get("layout", {})})
             height = int(spec.get("layout", {}).get("height") or 420)
             body.append(f'<div id="{fig_id}" class="figure" style="height:{height}px"></div>')
-    payload = json.dumps(figures, separators=(",", ":"), ensure_ascii=True).replace("</", "<\\/")
+    # every "<" as a JSON escape: no run-file text can open a tag in the page (plotly sanitizes what it draws)
+    payload = json.dumps(figures, separators=(",", ":"), ensure_ascii=True).replace("<", "\\u003c")
     script = (
         "const FIGURES = " + payload + ";\n"
         "Promise.all(FIGURES.map(f => Plotly.newPlot(f.id, f.data, f.layout, "

@@ -204,8 +204,9 @@ def run_sections(summary: Mapping[str, Any], requests: pd.DataFrame, timeline: p
         capacity = int(summary.get("kv", {}).get("capacity_blocks") or dep.get("num_gpu_blocks") or 0)
         source = dep.get("kv_capacity_source", "unknown")
         sections.append(Section("KV cache", [kv_figure(timeline, capacity), counts_figure(timeline)],
-                                f'<p class="note">Capacity {capacity:,} blocks of {dep.get("block_size", "?")} '
-                                f"tokens per replica ({source}).</p>"))
+                                f'<p class="note">Capacity {capacity:,} blocks of '
+                                f'{_escape(str(dep.get("block_size", "?")))} tokens per replica '
+                                f"({_escape(str(source))}).</p>"))
     else:
         sections.append(Section("KV cache", html='<p class="note">No timeline.parquet in this run '
                                                  "(simulated with --no-timeline).</p>"))

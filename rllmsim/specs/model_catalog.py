@@ -347,7 +347,11 @@ def _load_path(path: Path) -> ModelSpec:
     if not file.is_file():
         raise ConfigError(f"model directory {path} has no config.json; point at the file or the HF snapshot folder")
     name = file.parent.name if file.name == "config.json" else file.stem
-    return _spec_from_config(_read_json(file), str(file), name or "model")
+    try:
+        return _spec_from_config(_read_json(file), str(file), name or "model")
+    except (TypeError, ValueError, KeyError, AttributeError, IndexError) as err:  # a field of the wrong shape
+        raise ConfigError(f"model config {file}: a field has the wrong type or shape ({err}); "
+                          "compare it with the model's Hugging Face config.json") from None
 
 
 def load_model(name_or_path: str | os.PathLike[str]) -> ModelSpec:

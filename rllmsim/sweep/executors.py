@@ -33,6 +33,21 @@ class Executor(Protocol):
         ...
 
 
+def die_with_parent(parent_pid: int) -> None:
+    """Pool initializer: a worker gets SIGKILL when its parent dies (Linux parent-death signal),
+    so a killed sweep or plan does not leave workers running queued runs."""
+    try:
+        import ctypes
+        import signal
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # pragma: no cover - not Linux
+        return
+    if os.getppid() != parent_pid:  # the parent died before prctl took effect
+        os._exit(1)
+
+
 def default_workers() -> int:
     return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1))
 
@@ -68,7 +83,8 @@ class LocalExecutor:
         if not items:
             return
         pool = ProcessPoolExecutor(max_workers=min(self.workers, len(items)),
-                                   mp_context=multiprocessing.get_context("spawn"))
+                                   mp_context=multiprocessing.get_context("spawn"),
+                                   initializer=die_with_parent, initargs=(os.getpid(),))
         try:
             pending = {pool.submit(fn, item): index for index, item in enumerate(items)}
             while pending:

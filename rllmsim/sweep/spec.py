@@ -36,9 +36,11 @@ from typing import Any
 
 import yaml
 
+from rllmsim import checks
 from rllmsim.deployment import Deployment
 from rllmsim.engine.router import ROUTERS
 from rllmsim.errors import ConfigError
+from rllmsim.file_checks import load_yaml
 from rllmsim.simulation import WorkloadSpec
 from rllmsim.specs import load_gpu, load_model
 from rllmsim.sweep.slo import SLO, parse_slos
@@ -168,7 +170,7 @@ def load_spec(path: str | Path) -> SweepSpec:
 
 def parse_spec(text: str, name: str = "sweep") -> SweepSpec:
     try:
-        data = yaml.safe_load(text)
+        data = load_yaml(text)
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -280,8 +282,21 @@ def _coerce(value: Any, annotation: str, where: str) -> Any:
     raise ConfigError(f"sweep spec {where}: expected {base}, got {value!r}")
 
 
+def _values(value: Any) -> list[Any]:
+    """A grid entry's values: a list as given, a scalar as one, unset as none."""
+    return value if isinstance(value, list) else [] if value is None else [value]
+
+
 def _validate_names(spec: SweepSpec) -> None:
-    """Catalog names and workloads are spec mistakes, caught before any run starts."""
+    """Catalog names, value ranges and workloads are spec mistakes, caught before any run starts."""
+    checks.engine_fields(spec.deployment, "sweep spec deployment.")
+    for value in _values(spec.deployment.get("quantization")):
+        checks.quantization(value, "sweep spec deployment.quantization")
+    for value in _values(spec.deployment.get("kv_cache_dtype")):
+        checks.kv_cache_dtype(value, "sweep spec deployment.kv_cache_dtype")
+    for value in spec.seeds:
+        checks.seed(value, "sweep spec seeds")
+    checks.straggler_factor(spec.straggler_factor, "sweep spec straggler_factor")
     for key, loader in [("model", load_model), ("gpu", load_gpu)] + [(k, load_model) for k in MODEL_FIELDS]:
         values = spec.deployment.get(key, [])
         for value in values if isinstance(values, list) else [values]:

@@ -41,6 +41,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from rllmsim.checks import MAX_TOKENS
 from rllmsim.errors import ConfigError
 from rllmsim.workload.table import make_request_table, prefix_groups_from_hashes
 
@@ -84,6 +85,8 @@ class TraceFile:
             bad |= vals != np.round(vals)
         if min_value is not None:
             bad |= vals < min_value
+        if integer:
+            bad |= np.abs(vals) > MAX_TOKENS  # past int32: not a real count, and would overflow
         if bad.any():
             i = int(np.flatnonzero(bad)[0])
             v = raw.iloc[i].item() if isinstance(raw.iloc[i], np.generic) else raw.iloc[i]
@@ -91,6 +94,8 @@ class TraceFile:
             want = "an integer" if integer else "a number"
             if min_value is not None:
                 want += f" >= {min_value:g}"
+            if integer:
+                want += f" and <= {MAX_TOKENS}"
             raise self.fail(i, f"field '{col}' must be {want}, {got}")
         return vals
 
@@ -107,7 +112,7 @@ def _load(path: Path) -> TraceFile:
     if suffix.endswith((".csv", ".csv.gz", ".tsv")):
         try:
             df = pd.read_csv(path, low_memory=False, sep="\t" if ".tsv" in suffix else ",")
-        except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as exc:
+        except (pd.errors.ParserError, UnicodeDecodeError, ValueError, OSError, EOFError) as exc:  # OSError: bad gzip
             why = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             raise ConfigError(f"{path.name}: not a readable CSV: {why}") from None
         return TraceFile(path, frame=df, lines=np.arange(2, len(df) + 2))
@@ -207,6 +212,9 @@ def read_vllm_bench(tf: TraceFile) -> pd.DataFrame:
 def _bench_frame(tf: TraceFile, keys: tuple[str, ...]) -> None:
     """Per-request lists of a vllm bench result as a frame, failed requests dropped."""
     obj = tf.obj
+    for key in keys[:3]:
+        if key in obj and not isinstance(obj[key], list):
+            raise ConfigError(f"{tf.path.name}: field '{key}' must be a list with one entry per request")
     cols = {k: obj[k] for k in keys if isinstance(obj.get(k), list)}
     n = len(cols.get("input_lens", []))
     for k, v in cols.items():
