@@ -179,3 +179,11 @@ def test_bad_reasoning_flags_exit_2_naming_the_flag(flags, field, tmp_path):
     result = CliRunner().invoke(main, ["simulate", "--model", "deepseek-r1-distill-qwen-1.5b", "--num-requests", "5",
                                        "--out", str(tmp_path / "run"), *flags])
     assert result.exit_code == 2 and field in result.output
+
+
+def test_dataset_names_the_checks_accept_include_the_new_sources():
+    from rllmsim.workload.draw import check_dataset
+    for name in ("servegen-deepseek-r1", "aime-2025", "amc23", "olympiadbench", "aime25", "math-500"):
+        check_dataset(name)
+    with pytest.raises(ConfigError, match="servegen-deepseek-r1"):
+        check_dataset("nosuch")

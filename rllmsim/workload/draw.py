@@ -16,7 +16,7 @@ import numpy as np
 from rllmsim.errors import ConfigError
 from rllmsim.rng import RngStreams
 from rllmsim.workload import model_lengths, servegen
-from rllmsim.workload.lengths import EmpiricalLengths, get_dataset, sample_lengths, sample_mixture
+from rllmsim.workload.lengths import EmpiricalLengths, dataset_names, get_dataset, sample_lengths, sample_mixture
 from rllmsim.workload.reasoning import family_share, split_output
 
 if TYPE_CHECKING:
@@ -68,6 +68,18 @@ def draw_requests(spec: "WorkloadSpec", streams: RngStreams, model: str | None =
         share = family_share(model) if source.kind == "reasoning" else 0.0
     output, reasoning = split_output(output, share, spec.max_tokens, spec.reasoning_budget)
     return DrawnRequests(prompt, output, reasoning, labels, arrivals, notes)
+
+
+def check_dataset(name: str) -> None:
+    """ConfigError (one line, listing the choices) unless `name` is a dataset some path draws:
+    the catalog's, a per-model benchmark, or the ServeGen pool."""
+    if name == servegen.DATASET or model_lengths.ALIASES.get(name, name) in model_lengths.PROMPTS_FROM:
+        return
+    try:
+        get_dataset(name)
+    except ConfigError:
+        extra = sorted({servegen.DATASET, *model_lengths.PROMPTS_FROM} - set(dataset_names()))
+        raise ConfigError(f"unknown dataset {name!r}; choose one of: {', '.join(dataset_names() + extra)}") from None
 
 
 def parse_mixture(text: str) -> dict[str, float]:
