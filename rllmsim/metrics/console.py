@@ -38,8 +38,8 @@ def format_summary(summary: dict[str, Any]) -> str:
                              ("tpot_s", "Time per Output Token (excl. 1st token)", "TPOT"),
                              ("itl_s", "Inter-token Latency", "ITL"),
                              ("e2el_s", "End-to-end Latency", "E2EL")):
-        if key not in summary:
-            continue
+        if key not in summary or None in summary[key].values():
+            continue  # TTFVT of a run whose requests never reached an answer (NaN, null once written)
         stats = summary[key]
         lines.append(_title(title))
         lines.append(_row(f"Mean {name} (ms):", 1e3 * stats["mean"]))
