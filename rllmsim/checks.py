@@ -165,10 +165,10 @@ def workload(spec: Any) -> None:
         if path and not Path(path).is_file():
             raise ConfigError(f"{name} file not found: {path}; give an existing file")
     if spec.arrival != "trace" and not spec.lengths_file:
-        from rllmsim.workload.lengths import get_dataset
+        from rllmsim.workload.draw import check_dataset
 
         for name in spec.dataset.split(","):
-            get_dataset(name.partition(":")[0].strip())  # an unknown name is one line, before any run
+            check_dataset(name.partition(":")[0].strip())  # an unknown name is one line, before any run
 
 
 # -- output locations ----------------------------------------------------------------------------

@@ -26,7 +26,7 @@ from rllmsim.metrics.stragglers import DEFAULT_FACTOR
 from rllmsim.metrics.summary import summarize
 from rllmsim.rng import RngStreams
 from rllmsim.workload.arrivals import arrival_times
-from rllmsim.workload.lengths import EmpiricalLengths, sample_lengths, sample_mixture
+from rllmsim.workload.draw import draw_requests
 from rllmsim.workload.table import make_request_table
 from rllmsim.workload.traces import read_trace
 
@@ -41,7 +41,10 @@ class WorkloadSpec:
     many tokens in front of every prompt, one of `prefix_groups` prefixes per request.
 
     arrival: poisson | gamma | constant (open loop at `rate`), closed-loop (`concurrency` users),
-    batch-waves (batches of `concurrency`), or trace (replay `trace`, lengths from the trace).
+    batch-waves (batches of `concurrency`), trace (replay `trace`, lengths from the trace), or
+    servegen (ServeGen's production DeepSeek-R1 client pool scaled to `rate`; replayed in order
+    from `servegen_start_s` seconds into its day when given). `reasoning_budget` caps each
+    request's reasoning tokens (a thinking budget; the answer follows).
     """
 
     arrival: str = "gamma"
@@ -59,9 +62,11 @@ class WorkloadSpec:
     time_scale: float = 1.0
     shared_prefix_tokens: int = 0
     prefix_groups: int = 1
+    reasoning_budget: int | None = None
+    servegen_start_s: float | None = None
 
     def __post_init__(self) -> None:
-        kinds = OPEN_LOOP + CLOSED + ("trace",)
+        kinds = OPEN_LOOP + CLOSED + ("trace", "servegen")
         if self.arrival not in kinds:
             raise ConfigError(f"unknown arrival {self.arrival!r}; choose one of: {', '.join(kinds)}")
         if self.arrival == "trace" and not self.trace:
@@ -89,13 +94,16 @@ class RunOutput:
     config: dict[str, Any] = field(default_factory=dict)
 
 
-def build_workload(spec: WorkloadSpec, streams: RngStreams) -> tuple[pd.DataFrame, Client]:
-    """The request table and the client that sends it."""
+def build_workload(spec: WorkloadSpec, streams: RngStreams, model: str | None = None) -> tuple[pd.DataFrame, Client]:
+    """The request table and the client that sends it; lengths are those `model` writes."""
     if spec.arrival == "trace":
         return read_trace(spec.trace, spec.trace_format, spec.time_scale), OpenLoop()
     n = spec.num_requests
-    prompt, output, labels = _lengths(spec, n, streams.stream("lengths"))
-    if spec.arrival in OPEN_LOOP:
+    drawn = draw_requests(spec, streams, model)
+    prompt, output, labels = drawn.prompt, drawn.output, drawn.labels
+    if drawn.arrival_s is not None:
+        arrivals, client = drawn.arrival_s, OpenLoop()
+    elif spec.arrival in OPEN_LOOP:
         cv = spec.cv if spec.arrival == "gamma" and spec.burstiness is None else None
         arrivals = arrival_times(spec.arrival, spec.rate, n, streams.stream("arrivals"),
                                  cv=cv, burstiness=spec.burstiness)
@@ -105,37 +113,16 @@ def build_workload(spec: WorkloadSpec, streams: RngStreams) -> tuple[pd.DataFram
         client = ClosedLoop(spec.concurrency, spec.think_time_s) if spec.arrival == "closed-loop" \
             else BatchWaves(spec.concurrency)
     group, prefix = _shared_prefixes(spec, n, streams.stream("prefix"))
-    return make_request_table(arrivals, prompt + prefix, output, labels, prefix_group=group,
-                              prefix_tokens=prefix), client
+    table = make_request_table(arrivals, prompt + prefix, output, labels, prefix_group=group,
+                               prefix_tokens=prefix, reasoning_tokens=drawn.reasoning)
+    table.attrs["lengths_notes"] = drawn.notes
+    return table, client
 
 
 def _shared_prefixes(spec: WorkloadSpec, n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     if spec.shared_prefix_tokens == 0:
         return np.full(n, -1, dtype=np.int64), np.zeros(n, dtype=np.int64)
     return rng.integers(0, spec.prefix_groups, size=n), np.full(n, spec.shared_prefix_tokens, dtype=np.int64)
-
-
-def _lengths(spec: WorkloadSpec, n: int, rng: np.random.Generator):
-    if spec.lengths_file:
-        source = EmpiricalLengths.from_file(spec.lengths_file)
-        prompt, output = sample_lengths(source, n, rng, spec.max_tokens)
-        return prompt, output, source.name
-    if ":" in spec.dataset or "," in spec.dataset:
-        return sample_mixture(_parse_mixture(spec.dataset), n, rng, spec.max_tokens)
-    prompt, output = sample_lengths(spec.dataset, n, rng, spec.max_tokens)
-    return prompt, output, spec.dataset
-
-
-def _parse_mixture(text: str) -> dict[str, float]:
-    weights: dict[str, float] = {}
-    for part in text.split(","):
-        name, _, weight = part.strip().partition(":")
-        try:
-            weights[name.strip()] = float(weight) if weight else 1.0
-        except ValueError:
-            raise ConfigError(f"dataset mix {text!r}: weight {weight!r} is not a number; "
-                              "write e.g. math-500:0.5,aime-2024:0.5") from None
-    return weights
 
 
 def with_speculation(cost_model: CostModel, deployment: Deployment) -> CostModel:
@@ -160,7 +147,7 @@ def run_simulation(
     checks.slo_limits(slos_s or {}, "slos_s")
     streams = RngStreams(seed)
     if isinstance(workload, WorkloadSpec):
-        table, built_client = build_workload(workload, streams)
+        table, built_client = build_workload(workload, streams, deployment.model.name)
         workload_config: dict[str, Any] = workload.to_dict()
     else:
         table, built_client, workload_config = workload, OpenLoop(), {"arrival": "table", "num_requests": len(workload)}
@@ -181,5 +168,7 @@ def run_simulation(
         "cost_model": cost_model.provenance(),
     }
     summary["seed"] = seed
+    if table.attrs.get("lengths_notes"):
+        summary["lengths_notes"] = list(table.attrs["lengths_notes"])
     summary["config"] = config
     return RunOutput(result, requests, summary, config)

@@ -139,3 +139,9 @@ def test_bad_speculative_settings_are_one_line_errors():
         small_deployment(speculative_method="ngram", num_speculative_tokens=0)
     with pytest.raises(ConfigError, match="draft_model"):
         small_deployment(speculative_method="draft", num_speculative_tokens=2)
+
+
+def test_beta_mean_for_a_vanishing_rate_is_the_rate():
+    """Hypothesis found rate 3e-17: the bracket's ends then agree in sign in floating point."""
+    from rllmsim.engine.acceptance import beta_mean_for_rate
+    assert beta_mean_for_rate(2.942910349802793e-17, 1, 0.05) == pytest.approx(2.942910349802793e-17)

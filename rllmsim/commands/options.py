@@ -68,7 +68,7 @@ _DEPLOYMENT_OPTIONS = [
 
 _WORKLOAD_OPTIONS = [
     click.option("--arrival", default="gamma", show_default=True,
-                 help="poisson, gamma, constant, closed-loop, batch-waves, or trace."),
+                 help="poisson, gamma, constant, closed-loop, batch-waves, trace, or servegen (production DeepSeek-R1 pool)."),
     click.option("--rate", "--request-rate", "rate", type=float, default=1.5, show_default=True,
                  help="Requests per second (open loop)."),
     click.option("--cv", type=float, default=None, help="Coefficient of variation of gaps (gamma; default 2)."),
@@ -77,6 +77,9 @@ _WORKLOAD_OPTIONS = [
                  help="Length distribution, or a mix like math-500:0.5,aime-2024:0.5."),
     click.option("--lengths-file", default=None, help="CSV/JSONL/Parquet of (prompt, output) lengths to resample."),
     click.option("--max-tokens", type=int, default=32768, show_default=True, help="Token budget per request."),
+    click.option("--reasoning-budget", type=int, default=None, help="Thinking budget: reasoning tokens per request (the answer follows)."),
+    click.option("--servegen-start", "servegen_start_s", type=float, default=None,
+                 help="--arrival servegen: replay the pool's day in order from this many seconds in (default: the whole day's pool, stationary)."),
     click.option("--num-requests", "--num-prompts", "num_requests", type=int, default=300, show_default=True),
     click.option("--concurrency", "--max-concurrency", "concurrency", type=int, default=16, show_default=True,
                  help="Users (closed-loop) or batch size (batch-waves)."),
@@ -112,7 +115,7 @@ DEPLOYMENT_KEYS = ("tp", "replicas", "quantization", "kv_cache_dtype", "max_num_
                    "spec_acceptance_spread")
 WORKLOAD_KEYS = ("arrival", "rate", "cv", "burstiness", "dataset", "lengths_file", "max_tokens", "num_requests",
                  "concurrency", "think_time_s", "trace", "trace_format", "time_scale", "shared_prefix_tokens",
-                 "prefix_groups")
+                 "prefix_groups", "reasoning_budget", "servegen_start_s")
 
 
 def deployment_from_options(opts: dict[str, Any], model: ModelSpec | None = None,

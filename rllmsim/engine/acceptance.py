@@ -91,6 +91,8 @@ def beta_mean_for_rate(rate: float, k: int, spread: float) -> float:
     upper = 1.0 - 1e-12
     if _mean_inverse_length(upper, concentration, k) >= target:
         return upper
+    if _mean_inverse_length(rate, concentration, k) <= target:
+        return rate  # a rate so near 0 that its own mean meets the target in floating point
     return float(brentq(lambda m: _mean_inverse_length(m, concentration, k) - target, rate, upper, xtol=1e-13))
 
 

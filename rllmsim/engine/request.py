@@ -36,6 +36,22 @@ class RequestLedger:
         self.replica = np.full(n, -1, dtype=np.int64)
         self.rejected = np.zeros(n, dtype=bool)
         self.reject_reason = np.full(n, "", dtype=object)
+        # Reasoning then answer: the answer's first token is output token reasoning + 1; 0 marks a
+        # request whose first token is already visible (no reasoning), read from first_token.
+        self.reasoning = (table["reasoning_tokens"].to_numpy(dtype=np.int64, copy=True)
+                          if "reasoning_tokens" in table.columns else np.zeros(n, dtype=np.int64))
+        self.answer_at = np.where(self.reasoning > 0, self.reasoning + 1, 0)
+        self.answer_token = np.full(n, NOT_YET)
+        self.tracks_answer = bool(self.reasoning.any())
+
+    def mark_answer(self, rids: np.ndarray, generated: np.ndarray, end: float) -> None:
+        """Record `end` for the requests whose emitted count has just reached their first answer
+        token (once: a preempted request keeps the time its answer first became visible)."""
+        at = self.answer_at[rids]
+        hit = (at > 0) & (generated >= at)
+        if hit.any():
+            r = rids[hit]
+            self.answer_token[r[np.isnan(self.answer_token[r])]] = end
 
     def to_frame(self) -> pd.DataFrame:
         """One row per request, in the column order of `requests.parquet`."""
@@ -57,4 +73,15 @@ class RequestLedger:
             "replica": self.replica,
             "rejected": self.rejected,
             "reject_reason": self.reject_reason.astype(str),
+            **self._answer_columns(),
         })
+
+    def _answer_columns(self) -> dict[str, np.ndarray]:
+        """The reasoning/answer split of what was emitted, and TTFVT: time to the first visible
+        (answer) token; NaN for a request cut before its answer began."""
+        reasoning = np.minimum(self.reasoning, self.generated)
+        answered = self.generated > self.reasoning
+        first_answer = np.where(self.answer_at > 0, self.answer_token, self.first_token)
+        first_answer = np.where(answered, first_answer, NOT_YET)
+        return {"reasoning_tokens": reasoning, "answer_tokens": self.generated - reasoning,
+                "first_answer_token_s": first_answer, "ttfvt_s": first_answer - self.arrival}

@@ -223,6 +223,8 @@ class Scheduler(DecodeRunPlanning):
             itl.add(end - last[had_token])
         ledger.first_token[rids[~had_token]] = end
         ledger.last_token[rids] = end
+        if ledger.tracks_answer:
+            ledger.mark_answer(batch.rid, batch.generated, end)
         return StepOutcome(int(_total(emitted)), self._retire_finished())
 
     def _publish_prefixes(self) -> None:

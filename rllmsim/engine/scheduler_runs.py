@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, NamedTuple
 import numpy as np
 
 from rllmsim.engine import speculation
+from rllmsim.engine.answer import mark_answers_in_run
 from rllmsim.engine.batch import RunningBatch
 from rllmsim.engine.kv_cache import BlockPool
 from rllmsim.engine.kv_layout import KVLayout
@@ -143,6 +144,8 @@ class DecodeRunPlanning:
             if self.hybrid_kv:
                 batch.window = run.window_at(steps - 1)
         batch.add_tokens(tokens)
+        if ledger.tracks_answer:
+            mark_answers_in_run(ledger, batch.rid, batch.generated, tokens, gaps, end, batch.accepted, run.accept_rate)
         held -= batch.shared
         batch.blocks = held
         if self.hybrid_kv:

@@ -26,6 +26,7 @@ def format_summary(summary: dict[str, Any]) -> str:
         _row("Benchmark duration (s):", summary["duration_s"]),
         _row("Total input tokens:", summary["tokens"]["input"]),
         _row("Total generated tokens:", summary["tokens"]["output"]),
+        *([_row("  of which reasoning:", summary["tokens"]["reasoning"])] if "reasoning" in summary["tokens"] else []),
         _row("Request throughput (req/s):", tput["requests_per_s"]),
         _row("Output token throughput (tok/s):", tput["output_tokens_per_s"]),
         _row("Total token throughput (tok/s):", tput["total_tokens_per_s"]),
@@ -33,9 +34,12 @@ def format_summary(summary: dict[str, Any]) -> str:
     if "goodput" in summary:
         lines.append(_row("Request goodput (req/s):", summary["goodput"]["requests_per_s"]))
     for key, title, name in (("ttft_s", "Time to First Token", "TTFT"),
+                             ("ttfvt_s", "Time to First Visible Token (after reasoning)", "TTFVT"),
                              ("tpot_s", "Time per Output Token (excl. 1st token)", "TPOT"),
                              ("itl_s", "Inter-token Latency", "ITL"),
                              ("e2el_s", "End-to-end Latency", "E2EL")):
+        if key not in summary or None in summary[key].values():
+            continue  # TTFVT of a run whose requests never reached an answer (NaN, null once written)
         stats = summary[key]
         lines.append(_title(title))
         lines.append(_row(f"Mean {name} (ms):", 1e3 * stats["mean"]))
@@ -76,4 +80,5 @@ def format_summary(summary: dict[str, Any]) -> str:
         _row("Engine steps:", summary["sim"]["steps"]),
         "=" * WIDTH,
     ]
+    lines += [f"note: {note}" for note in summary.get("lengths_notes", [])]
     return "\n".join(lines)

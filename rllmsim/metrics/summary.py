@@ -1,6 +1,6 @@
 """The run summary, with metrics named and computed as `vllm bench serve` reports them.
 
-TTFT = first token - arrival; E2EL = last token - arrival; TPOT = (E2EL - TTFT) / (output - 1)
+TTFT = first token - arrival; TTFVT = first answer (visible, after the reasoning) token - arrival; E2EL = last token - arrival; TPOT = (E2EL - TTFT) / (output - 1)
 per request with more than one output token; ITL = every gap between consecutive tokens of a
 request. Throughputs divide by the benchmark duration: first arrival to last completion.
 """
@@ -69,8 +69,10 @@ def summarize(
             "truncated_to_max_model_len": result.truncated_outputs,
         },
         "duration_s": duration,
-        "tokens": {"input": int(done["prompt_tokens"].sum()), "output": int(outputs.sum())},
+        "tokens": {"input": int(done["prompt_tokens"].sum()), "output": int(outputs.sum()),
+                   "reasoning": int(done["reasoning_tokens"].sum()), "answer": int(done["answer_tokens"].sum())},
         "ttft_s": latency_stats(ttft),
+        "ttfvt_s": latency_stats(done["ttfvt_s"].to_numpy()),  # to the first answer token; cut answers excluded
         "tpot_s": latency_stats(tpot),
         "itl_s": {"mean": result.itl.mean(), "p50": result.itl.quantile(0.5),
                   "p90": result.itl.quantile(0.9), "p99": result.itl.quantile(0.99)},

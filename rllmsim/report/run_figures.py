@@ -18,6 +18,7 @@ from plotly.subplots import make_subplots
 
 from rllmsim.metrics.stragglers import straggler_mask
 from rllmsim.report.html import Section, table_html
+from rllmsim.report.workload_figures import workload_section
 
 MAX_POINTS = 1500  # per replica line
 MAX_GANTT = 800
@@ -213,6 +214,7 @@ def run_sections(summary: Mapping[str, Any], requests: pd.DataFrame, timeline: p
     gantt, note = gantt_figure(requests, factor)
     sections.append(Section("Requests and stragglers", [gantt], f'<p class="note">{_escape(note)}</p>'))
     sections.append(dataset_section(requests, factor))
+    sections.append(workload_section(requests))
     return sections
 
 

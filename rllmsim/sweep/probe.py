@@ -89,8 +89,12 @@ class WatchedOpenLoop:
             if not np.isnan(finish[live]).any():
                 return
             arrived = arrival <= now
+            # a sleeping replica applies its planned steps when they end: its requests' state is
+            # as of its clock, so a latency still open counts only up to then (a lower bound)
+            clocks = np.array([r.clock for r in cluster.replicas] + [now])
+            as_of = np.minimum(now, clocks[ledger.replica[first:]])
             for slo, allowed in checks:
-                over = _certainly_over(slo, ledger, first, now, arrived & live)
+                over = _certainly_over(slo, ledger, first, as_of, arrived & live)
                 if over > allowed:
                     raise SLOMissed(f"{slo.name} > {slo.limit_s:g}s for {over} of {measured} measured requests "
                                     f"by t={now:.0f}s")
@@ -109,8 +113,10 @@ def _allowed_over(slo: SLO, measured: int) -> int:
     return measured - int(math.floor(q * (measured - 1))) - 1
 
 
-def _certainly_over(slo: SLO, ledger, first: int, now: float, arrived: np.ndarray) -> int:
-    """Measured requests whose final value of the SLO's metric already exceeds its limit."""
+def _certainly_over(slo: SLO, ledger, first: int, now: np.ndarray, arrived: np.ndarray) -> int:
+    """Measured requests whose final value of the SLO's metric already exceeds its limit; `now`
+    is, per measured request, the time its recorded state is known to be current."""
+    now = np.broadcast_to(now, ledger.arrival[first:].shape)[arrived]
     arrival = ledger.arrival[first:][arrived]
     limit = slo.limit_s
     if slo.metric == "ttft":

@@ -16,6 +16,8 @@ Columns, in this order:
   a group, 0 when the group is -1, never more than the request's prompt)
 - ``hash_ids``     optional, object: list[int] of per-block prefix hashes (Mooncake style);
   absent when unknown
+- ``reasoning_tokens`` optional, int64 in [0, output_tokens]: how many of the output tokens are
+  reasoning, emitted before the answer (absent: all output is visible answer)
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ REQUEST_COLUMNS: tuple[str, ...] = (
     "prefix_group",
     "prefix_tokens",
 )
-OPTIONAL_COLUMNS: tuple[str, ...] = ("hash_ids",)
+OPTIONAL_COLUMNS: tuple[str, ...] = ("hash_ids", "reasoning_tokens")
 _INT_COLUMNS = ("request_id", "prompt_tokens", "output_tokens", "prefix_group", "prefix_tokens")
 
 
@@ -51,6 +53,7 @@ def make_request_table(
     prefix_tokens: Sequence[int] | np.ndarray | None = None,
     hash_ids: Sequence[list[int]] | None = None,
     source: str = "workload",
+    reasoning_tokens: Sequence[int] | np.ndarray | None = None,
 ) -> pd.DataFrame:
     """Build a validated Request table from per-request arrays.
 
@@ -70,6 +73,8 @@ def make_request_table(
     }
     if hash_ids is not None:
         cols["hash_ids"] = list(hash_ids)
+    if reasoning_tokens is not None:
+        cols["reasoning_tokens"] = np.asarray(reasoning_tokens)
     for name, values in cols.items():
         if len(values) != n:
             raise ConfigError(
@@ -135,6 +140,12 @@ def validate_request_table(df: pd.DataFrame, source: str) -> pd.DataFrame:
     out = out[list(REQUEST_COLUMNS)]
     if "hash_ids" in df.columns:
         out["hash_ids"] = _check_hash_ids(df["hash_ids"], source)
+    if "reasoning_tokens" in df.columns:
+        reasoning = _as_int(df["reasoning_tokens"], "reasoning_tokens", source)
+        _first_bad(reasoning < 0, source, "reasoning_tokens", "must be >= 0")
+        _first_bad(reasoning > out["output_tokens"].to_numpy(), source, "reasoning_tokens",
+                   "must be <= output_tokens (reasoning is part of the output)")
+        out["reasoning_tokens"] = reasoning
     out.attrs.update(df.attrs)
     return out
 
