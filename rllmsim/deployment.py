@@ -24,7 +24,10 @@ from rllmsim.specs.dtypes import quantization_scope, quantization_weight_bytes
 
 GIB = 1024**3
 #: Checkpoint quantization methods vLLM runs as stored unless --quantization says otherwise.
-CHECKPOINT_QUANTIZATIONS = ("fp8", "mxfp4")
+CHECKPOINT_QUANTIZATIONS = ("fp8", "mxfp4", "nvfp4")
+#: compressed-tensors layouts modelled, by the start of `checkpoint_quantization_format`: the rllmsim
+#: method each one is (its bytes and scope in rllmsim.specs.dtypes).
+COMPRESSED_TENSORS_LAYOUTS = {"int4 weights, group 32": "int4_wo"}
 SPECULATIVE_METHODS = spec_decode.SPECULATIVE_METHODS
 #: The vLLM release whose defaults a deployment takes unless told otherwise.
 DEFAULT_VLLM_VERSION = "0.19.0"
@@ -33,6 +36,18 @@ ASYNC_SCHEDULING_DEFAULT_SINCE = (0, 14)
 #: First vLLM release with `scheduler_reserve_full_isl` (on by default; absent in 0.18): a waiting
 #: request is admitted only when the KV cache holds its whole prompt (vllm-project/vllm#37307).
 RESERVE_FULL_ISL_SINCE = (0, 19)
+
+
+def checkpoint_method(model: ModelSpec) -> str | None:
+    """The method vLLM runs a checkpoint with when --quantization is not given, in rllmsim's names;
+    None for a bf16 checkpoint or a compressed-tensors layout not modelled (then it counts as bf16)."""
+    method = model.checkpoint_quantization
+    if method in CHECKPOINT_QUANTIZATIONS:
+        return method
+    if method == "compressed-tensors":
+        fmt = model.checkpoint_quantization_format
+        return next((name for prefix, name in COMPRESSED_TENSORS_LAYOUTS.items() if fmt.startswith(prefix)), None)
+    return None
 
 
 @dataclass(frozen=True)
@@ -77,10 +92,10 @@ class Deployment:
                  f"must be one of 1, 8, 16, 32, 64, 128, got {self.block_size}")
         _require(self.model.num_kv_heads % self.tp == 0 or self.tp % self.model.num_kv_heads == 0,
                  "tp", f"{self.tp} does not divide the {self.model.num_kv_heads} KV heads of {self.model.name}")
-        if self.quantization is None and self.model.checkpoint_quantization in CHECKPOINT_QUANTIZATIONS:
+        if self.quantization is None:
             # vLLM reads the method from the checkpoint's quantization_config (DeepSeek-R1,
-            # MiniMax-M2: fp8; gpt-oss: mxfp4 experts)
-            object.__setattr__(self, "quantization", self.model.checkpoint_quantization)
+            # MiniMax-M2: fp8; gpt-oss: mxfp4 experts; Kimi-K2-Thinking: int4 experts)
+            object.__setattr__(self, "quantization", checkpoint_method(self.model))
         quantization_weight_bytes(self.quantization)  # raises ConfigError for unknown names
         checks.kv_cache_dtype(self.kv_cache_dtype)  # raises ConfigError for unknown names
         spec_decode.check_speculative(self)

@@ -93,11 +93,11 @@ class SharedMoE:
     # -- the experts ----------------------------------------------------------------------------
     def _experts_from_tables(self, tables: Any, tokens: np.ndarray) -> np.ndarray | None:
         from rllmsim.cost.kernels import sources
-        from rllmsim.cost.kernels.ops import gemm_dtype
+        from rllmsim.cost.kernels.ops import moe_dtype
 
         d, m = self.deployment, self.deployment.model
         tp, ep = (1, parallel.moe_gpus(d)) if d.enable_expert_parallel else (parallel.moe_gpus(d), 1)
-        found = sources.moe_from_database(tables, gemm_dtype(d), m.hidden_size, m.moe_intermediate_size,
+        found = sources.moe_from_database(tables, moe_dtype(d), m.hidden_size, m.moe_intermediate_size,
                                           m.num_experts_per_tok, m.num_experts, tp, tokens, ep=ep)
         if found is None:
             return None

@@ -13,7 +13,8 @@ Two different questions, two tables:
 Embeddings, lm_head, norms and the MoE router are not quantized by vLLM; `ModelSpec.weight_bytes`
 keeps them at 2 bytes (see rllmsim.specs.models). Some methods compress less than every linear
 weight: `QUANTIZATION_SCOPE` says which (MXFP4 checkpoints such as gpt-oss quantize the routed
-experts only and keep attention in bf16).
+experts only and keep attention in bf16; so does Kimi-K2-Thinking's compressed-tensors int4,
+`int4_wo`). NVFP4 (`nvfp4`, vLLM's `modelopt_fp4`) quantizes every linear inside the layers.
 """
 
 from __future__ import annotations
@@ -56,6 +57,21 @@ MXFP4_BLOCK = 32
 MXFP4_EFFECTIVE_BITS = 4 + 8 / MXFP4_BLOCK  # 4.25
 MXFP4_BYTES = MXFP4_EFFECTIVE_BITS / 8  # 0.53125 bytes per weight
 
+# NVIDIA FP4 (NVFP4, ModelOpt checkpoints such as nvidia/DeepSeek-R1-FP4, vLLM's `modelopt_fp4`):
+# 4-bit e2m1 weights and one FP8 e4m3 scale per block of 16, plus one fp32 scale per tensor (a few
+# bytes per matrix, left out like fp8's per-tensor scales). Every linear inside the layers is
+# quantized; embeddings, lm_head, norms and the router stay bf16.
+NVFP4_BLOCK = 16
+NVFP4_EFFECTIVE_BITS = 4 + 8 / NVFP4_BLOCK  # 4.5
+NVFP4_BYTES = NVFP4_EFFECTIVE_BITS / 8  # 0.5625 bytes per weight
+
+# Weight-only int4 in compressed-tensors' pack-quantized format (Kimi-K2-Thinking, run by vLLM's
+# WNA16 Marlin MoE kernels): symmetric int4 packed eight to an int32 and one bf16 scale per group
+# of 32 input channels, no zero points (symmetric). The per-tensor `weight_shape` is negligible.
+INT4_WO_GROUP_SIZE = 32
+INT4_WO_EFFECTIVE_BITS = 4 + 16 / INT4_WO_GROUP_SIZE  # 4.5
+INT4_WO_BYTES = INT4_WO_EFFECTIVE_BITS / 8  # 0.5625 bytes per weight
+
 # --quantization names -> average bytes per quantized linear weight. None is an unquantized bf16
 # checkpoint. fp8 and int8/w8a8 carry per-tensor or per-channel scales: one scale per output
 # row or per tensor is < 0.1% of the weights, so they count as exactly 1 byte.
@@ -67,18 +83,22 @@ QUANTIZATION_WEIGHT_BYTES: dict[str | None, float] = {
     "awq": INT4_GROUPWISE_BYTES,
     "gptq": INT4_GROUPWISE_BYTES,
     "mxfp4": MXFP4_BYTES,
+    "nvfp4": NVFP4_BYTES,
+    "int4_wo": INT4_WO_BYTES,
 }
 
 #: Which linear weights a method compresses: "linear" (every linear weight inside the layers, the
 #: default) or "experts" (the routed experts only: gpt-oss's quantization_config lists attention,
-#: router, embeddings and lm_head in modules_to_not_convert).
-QUANTIZATION_SCOPE: dict[str, str] = {"mxfp4": "experts"}
+#: router, embeddings and lm_head in modules_to_not_convert; Kimi-K2-Thinking's int4 checkpoint
+#: `ignore`s self_attn, shared_experts and the dense MLPs).
+QUANTIZATION_SCOPE: dict[str, str] = {"mxfp4": "experts", "int4_wo": "experts"}
 
 # vLLM kernel-specific spellings that describe the same storage format.
 _QUANTIZATION_ALIASES: dict[str, str] = {
     "awq_marlin": "awq",
     "gptq_marlin": "gptq",
     "fbgemm_fp8": "fp8",
+    "modelopt_fp4": "nvfp4",
 }
 
 
@@ -96,12 +116,7 @@ def quantization_weight_bytes(name: str | None) -> float:
 
     None, "", "none" and "bf16"/"bfloat16" all mean an unquantized bf16 checkpoint.
     """
-    if name is None:
-        return QUANTIZATION_WEIGHT_BYTES[None]
-    key = str(name).strip().lower()
-    if key in ("", "none", "bf16", "bfloat16"):
-        return QUANTIZATION_WEIGHT_BYTES[None]
-    key = _QUANTIZATION_ALIASES.get(key, key)
+    key = canonical_quantization(name)
     if key not in QUANTIZATION_WEIGHT_BYTES:
         choices = ", ".join(sorted(k for k in QUANTIZATION_WEIGHT_BYTES if k is not None))
         raise ConfigError(
@@ -110,9 +125,18 @@ def quantization_weight_bytes(name: str | None) -> float:
     return QUANTIZATION_WEIGHT_BYTES[key]
 
 
+def canonical_quantization(name: str | None) -> str | None:
+    """The storage format a `--quantization` name stands for (None: bf16), vLLM's kernel-specific
+    spellings folded into one (`modelopt_fp4` is nvfp4), so the cost models match one name."""
+    if name is None:
+        return None
+    key = str(name).strip().lower()
+    if key in ("", "none", "bf16", "bfloat16"):
+        return None
+    return _QUANTIZATION_ALIASES.get(key, key)
+
+
 def quantization_scope(name: str | None) -> str:
     """"linear" or "experts": which linear weights `--quantization name` stores compressed."""
-    if name is None:
-        return "linear"
-    key = str(name).strip().lower()
-    return QUANTIZATION_SCOPE.get(_QUANTIZATION_ALIASES.get(key, key), "linear")
+    key = canonical_quantization(name)
+    return "linear" if key is None else QUANTIZATION_SCOPE.get(key, "linear")

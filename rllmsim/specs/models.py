@@ -235,8 +235,8 @@ class ModelSpec:
         At 2 bytes or more (bf16, fp32) every tensor is stored at that width. Below 2 bytes only
         the quantized weights shrink: with scope "linear" every linear weight inside the layers
         (vLLM's fp8/int8/AWQ/GPTQ paths leave the embedding, lm_head, norms, biases and MoE router
-        in the checkpoint's bf16); with scope "experts" only the routed experts (MXFP4 checkpoints,
-        whose attention stays bf16 too).
+        in the checkpoint's bf16; NVFP4 likewise); with scope "experts" only the routed experts (MXFP4
+        checkpoints and Kimi-K2-Thinking's int4 one, whose attention and shared experts stay bf16 too).
         """
         if weight_bytes_per_param <= 0:
             raise ConfigError(f"weight bytes per parameter {weight_bytes_per_param!r} must be > 0")

@@ -7,6 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from rllmsim.deployment import Deployment, parse_vllm_version
+from rllmsim.specs.dtypes import canonical_quantization
 
 #: vLLM's default CUDA-graph capture sizes: 1, 2, 4, then every 8 to 256, then every 16 up to the
 #: largest, min(2 x max_num_seqs x tokens per decode, 512) (vllm/config/vllm.py; 1024 on
@@ -68,19 +69,31 @@ class LayerShapes:
 def gemm_dtype(deployment: Deployment) -> str:
     """The kernel-table GEMM dtype vLLM runs for a quantization method: fp8 of a checkpoint
     quantized in blocks (DeepSeek-style 128x128 scales) runs block-scaled GEMMs."""
-    method = deployment.quantization
+    method = canonical_quantization(deployment.quantization)
     if method is None:
         return "bfloat16"
     model = deployment.model
     if method == "fp8" and model.checkpoint_quantization == "fp8" and "block" in model.checkpoint_quantization_format:
         return "fp8_block"
-    # MXFP4 checkpoints (gpt-oss) quantize the routed experts only: every other linear runs bf16
-    return {"fp8": "fp8", "fp8_block": "fp8_block", "nvfp4": "nvfp4", "mxfp4": "bfloat16"}.get(method, method)
+    # MXFP4 (gpt-oss) and int4 (Kimi-K2-Thinking) checkpoints quantize the routed experts only:
+    # every other linear runs bf16
+    return {"mxfp4": "bfloat16", "int4_wo": "bfloat16"}.get(method, method)
+
+
+#: Fused-MoE table dtypes of the methods whose experts run their own kernels: vLLM's W4A16 MXFP4
+#: kernels, and its WNA16 Marlin MoE for compressed-tensors int4 (aiconfigurator's `int4_wo`).
+_EXPERT_DTYPES = {"mxfp4": "w4a16_mxfp4", "int4_wo": "int4_wo"}
 
 
 def moe_dtype(deployment: Deployment) -> str:
-    """The fused-MoE table dtype of the routed experts: MXFP4 experts run vLLM's W4A16 MXFP4 kernels."""
-    return "w4a16_mxfp4" if deployment.quantization == "mxfp4" else gemm_dtype(deployment)
+    """The fused-MoE table dtype of the routed experts (NVFP4 experts: the nvfp4 rows, as its GEMMs)."""
+    return _EXPERT_DTYPES.get(canonical_quantization(deployment.quantization) or "", gemm_dtype(deployment))
+
+
+def lm_head_dtype(deployment: Deployment) -> str:
+    """The lm_head's GEMM dtype: bf16 for NVFP4 (ModelOpt leaves lm_head unquantized, and its FP4
+    GEMMs would undercount it), else the layers' dtype as before."""
+    return "bfloat16" if canonical_quantization(deployment.quantization) == "nvfp4" else gemm_dtype(deployment)
 
 
 def layer_shapes(deployment: Deployment) -> LayerShapes:

@@ -71,8 +71,9 @@ def _sampler(vocab: int, seqs: np.ndarray, bandwidth_gbps: float) -> np.ndarray:
 
 
 def from_database(tables: KernelTables, shapes: LayerShapes, dtype: str, kv_dtype: str, model: ModelSpec,
-                  bandwidth_gbps: float, tokens: np.ndarray, seqs: np.ndarray) -> OpTimes:
-    """Op times from an aiconfigurator-style kernel database."""
+                  bandwidth_gbps: float, tokens: np.ndarray, seqs: np.ndarray, lm_head_dtype: str | None = None) -> OpTimes:
+    """Op times from an aiconfigurator-style kernel database; the lm_head runs `lm_head_dtype`
+    GEMMs where the checkpoint keeps it apart from the layers' dtype (None: the layers' dtype)."""
     vocab = model.vocab_size
     out = OpTimes()
     gemm = tables.table("gemm")
@@ -87,7 +88,7 @@ def from_database(tables: KernelTables, shapes: LayerShapes, dtype: str, kv_dtyp
         out.token_outside[op.name] = curve.outside(tokens) | outside
     if dtype in ("fp8", "fp8_block"):  # block-scaled inputs: the same two kernels, per 128-wide group
         _add_activation_quant(out, tables, shapes, tokens)
-    lm_curve, lm_outside = _gemm_curve(tables, dtype, shapes.lm_head.n, shapes.lm_head.k)
+    lm_curve, lm_outside = _gemm_curve(tables, lm_head_dtype or dtype, shapes.lm_head.n, shapes.lm_head.k)
     out.seq_ops["lm_head"] = lm_curve(seqs) * (seqs > 0)
     out.seq_outside["lm_head"] = lm_curve.outside(seqs) | lm_outside
     out.seq_ops["sampler"] = _sampler(vocab, seqs, bandwidth_gbps)
