@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 
 NOT_YET = np.nan
+_NEVER = np.iinfo(np.int64).max  # an output count no request reaches
 
 
 class RequestLedger:
@@ -43,15 +44,21 @@ class RequestLedger:
         self.answer_at = np.where(self.reasoning > 0, self.reasoning + 1, 0)
         self.answer_token = np.full(n, NOT_YET)
         self.tracks_answer = bool(self.reasoning.any())
+        # the output count at which each request's answer is still to be marked; NEVER once marked
+        # or without reasoning, so marking is one gather and one comparison per step
+        self.answer_pending = np.where(self.answer_at > 0, self.answer_at, _NEVER)
 
     def mark_answer(self, rids: np.ndarray, generated: np.ndarray, end: float) -> None:
         """Record `end` for the requests whose emitted count has just reached their first answer
         token (once: a preempted request keeps the time its answer first became visible)."""
-        at = self.answer_at[rids]
-        hit = (at > 0) & (generated >= at)
-        if hit.any():
-            r = rids[hit]
-            self.answer_token[r[np.isnan(self.answer_token[r])]] = end
+        hit = generated >= self.answer_pending[rids]
+        if np.logical_or.reduce(hit):
+            self.mark(rids[hit], end)
+
+    def mark(self, rids: np.ndarray, times: np.ndarray | float) -> None:
+        """The answers of `rids` became visible at `times`; they are never marked again."""
+        self.answer_token[rids] = times
+        self.answer_pending[rids] = _NEVER
 
     def to_frame(self) -> pd.DataFrame:
         """One row per request, in the column order of `requests.parquet`."""

@@ -26,6 +26,7 @@ import numpy as np
 
 from rllmsim.cost.features import StepFeatures, step_row
 from rllmsim.engine import speculation
+from rllmsim.engine.answer import AnswerWatch
 from rllmsim.engine.batch import FIELD_INDEX, RunningBatch
 from rllmsim.engine.kv_cache import BlockPool
 from rllmsim.engine.kv_layout import KVLayout
@@ -100,6 +101,7 @@ class Scheduler(DecodeRunPlanning):
         self.running = RunningBatch()
         self.waiting: deque[int] = deque()
         self.spec = config.num_speculative_tokens
+        self.answers = AnswerWatch(ledger)
         self.layout = config.kv_layout or KVLayout(pool.block_size, 0)
         self.hybrid_kv = self.layout.hybrid
         self.prefix_query_tokens = 0
@@ -142,7 +144,7 @@ class Scheduler(DecodeRunPlanning):
             total_need += int(_total(window - batch.window))
         preempted = 0
         if total_need <= pool.free:
-            pool.change(total_need)
+            pool.take(total_need) if total_need >= 0 else pool.release(-total_need)
             batch.blocks += need
             if self.hybrid_kv:
                 batch.window = window
@@ -172,7 +174,7 @@ class Scheduler(DecodeRunPlanning):
             total_need += int(_total(window - batch.window))
         if total_need > pool.free:
             return None
-        pool.change(total_need)
+        pool.take(total_need) if total_need >= 0 else pool.release(-total_need)
         batch.blocks += need
         if self.hybrid_kv:
             batch.window = window
@@ -223,8 +225,9 @@ class Scheduler(DecodeRunPlanning):
             itl.add(end - last[had_token])
         ledger.first_token[rids[~had_token]] = end
         ledger.last_token[rids] = end
-        if ledger.tracks_answer:
+        if ledger.tracks_answer and self.answers.may_cross(1 + self.spec):
             ledger.mark_answer(batch.rid, batch.generated, end)
+            self.answers.rebase(batch.rid, batch.generated)
         return StepOutcome(int(_total(emitted)), self._retire_finished())
 
     def _publish_prefixes(self) -> None:
@@ -340,6 +343,8 @@ class Scheduler(DecodeRunPlanning):
                 pool.reference(group)
             pool.take(need + window)
             self.waiting.popleft()
+            if ledger.tracks_answer:
+                self.answers.admit(rid, generated)
             batch.append(rid, tokens, hit, generated, int(ledger.target[rid]), need,
                          int(ledger.accept_rate[rid]), group, hit_blocks, 0 if hit_blocks else prefix_blocks, window)
             if cfg.enable_prefix_caching:

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, NamedTuple
 import numpy as np
 
 from rllmsim.engine import speculation
-from rllmsim.engine.answer import mark_answers_in_run
+from rllmsim.engine.answer import AnswerWatch, mark_answers_in_run
 from rllmsim.engine.batch import RunningBatch
 from rllmsim.engine.kv_cache import BlockPool
 from rllmsim.engine.kv_layout import KVLayout
@@ -46,6 +46,7 @@ class DecodeRunPlanning:
     spec: int
     layout: KVLayout
     hybrid_kv: bool
+    answers: AnswerWatch
     _all_decoding: bool
     # and, from Scheduler: _retire_finished, _head_admission, _prefix_lookup
 
@@ -144,8 +145,9 @@ class DecodeRunPlanning:
             if self.hybrid_kv:
                 batch.window = run.window_at(steps - 1)
         batch.add_tokens(tokens)
-        if ledger.tracks_answer:
+        if ledger.tracks_answer and self.answers.may_cross(steps * (1 + self.spec)):
             mark_answers_in_run(ledger, batch.rid, batch.generated, tokens, gaps, end, batch.accepted, run.accept_rate)
+            self.answers.rebase(batch.rid, batch.generated)
         held -= batch.shared
         batch.blocks = held
         if self.hybrid_kv:
