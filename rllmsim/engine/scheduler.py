@@ -31,10 +31,9 @@ from rllmsim.engine.batch import FIELD_INDEX, RunningBatch
 from rllmsim.engine.kv_cache import BlockPool
 from rllmsim.engine.kv_layout import KVLayout
 from rllmsim.engine.request import RequestLedger
-from rllmsim.engine.scheduler_runs import DecodeRunPlanning, StepOutcome
+from rllmsim.engine.scheduler_runs import NO_REQUESTS, DecodeRunPlanning, StepOutcome
 from rllmsim.metrics.histogram import LogHistogram
 
-_NO_REQUESTS = np.zeros(0, dtype=np.int64)
 # the ufuncs' own reductions: ndarray.sum/any/all detour through Python wrappers, which costs more
 # than the arithmetic on the small arrays this module handles millions of times
 _total, _any, _all = np.add.reduce, np.logical_or.reduce, np.logical_and.reduce
@@ -144,7 +143,7 @@ class Scheduler(DecodeRunPlanning):
             total_need += int(_total(window - batch.window))
         preempted = 0
         if total_need <= pool.free:
-            pool.take(total_need) if total_need >= 0 else pool.release(-total_need)
+            pool.change(total_need)
             batch.blocks += need
             if self.hybrid_kv:
                 batch.window = window
@@ -174,7 +173,7 @@ class Scheduler(DecodeRunPlanning):
             total_need += int(_total(window - batch.window))
         if total_need > pool.free:
             return None
-        pool.take(total_need) if total_need >= 0 else pool.release(-total_need)
+        pool.change(total_need)
         batch.blocks += need
         if self.hybrid_kv:
             batch.window = window
@@ -260,7 +259,7 @@ class Scheduler(DecodeRunPlanning):
         batch, ledger = self.running, self.ledger
         done = batch.generated >= batch.target
         if not _any(done):
-            return _NO_REQUESTS
+            return NO_REQUESTS
         done_rids = batch.rid[done]
         ledger.finish[done_rids] = ledger.last_token[done_rids]
         ledger.generated[done_rids] = batch.generated[done]

@@ -24,7 +24,7 @@ from rllmsim.metrics.histogram import LogHistogram
 if TYPE_CHECKING:
     from rllmsim.engine.scheduler import SchedulerConfig, StepPlan
 
-_NO_REQUESTS = np.zeros(0, dtype=np.int64)
+NO_REQUESTS = np.zeros(0, dtype=np.int64)  # what finished when nobody did
 _total, _all = np.add.reduce, np.logical_and.reduce
 
 
@@ -161,5 +161,5 @@ class DecodeRunPlanning:
         itl.add(gaps, len(batch))
         ledger.last_token[batch.rid] = end
         self._all_decoding = True
-        finished = self._retire_finished() if steps >= run.until_finish else _NO_REQUESTS
+        finished = self._retire_finished() if steps >= run.until_finish else NO_REQUESTS
         return StepOutcome(emitted, finished)
