@@ -132,6 +132,18 @@ def test_closed_loop_benchmark_client_starts_every_user_at_once() -> None:
     assert out["sim_ttft_rest_ms"] == pytest.approx(ttft[3:].mean())
     tpot = 1e3 * ((req["e2el_s"] - req["ttft_s"]) / 19).to_numpy()
     assert out["sim_tpot_ms"] == pytest.approx(tpot.mean())
+    assert out["sim_e2el_ms"] == pytest.approx(ttft.mean() + 19 * tpot.mean())  # fixed osl: the means fix E2EL
+
+
+def test_closed_loop_real_e2el_follows_from_the_recorded_means() -> None:
+    """mean E2EL = mean TTFT + (osl - 1) x mean TPOT; a row that cannot be simulated keeps it too."""
+    from rllmsim.validate.aiconfigurator import ClosedLoopCase, validate_cases
+
+    case = ClosedLoopCase(row=2, model="no/such-model", system="h100-sxm", mode="agg", precision="bf16", isl=100,
+                          osl=128, users=3, tp=1, ttft_ms=150.0, tpot_ms=20.0, backend_version="")
+    out = validate_cases([case]).iloc[0]
+    assert out["real_e2el_ms"] == 150.0 + 127 * 20.0 and out["skipped"] != ""
+    assert np.isnan(out["e2el_error_pct"])
 
 
 def test_closed_loop_mape_by_hand() -> None:
@@ -139,9 +151,11 @@ def test_closed_loop_mape_by_hand() -> None:
 
     results = pd.DataFrame({"row": [2, 3, 4, 5], "model": ["a", "a", "b", "b"],
                             "ttft_error_pct": [10.0, -30.0, 50.0, 0.0], "tpot_error_pct": [1.0, -3.0, 5.0, 9.0],
+                            "e2el_error_pct": [2.0, -4.0, 6.0, 8.0],
                             "skipped": ["", "", "", "unknown model"], "excluded": ["", "", "", ""]})
     mape = mape_by_model(results).set_index("model")
     assert mape.loc["a", "ttft_mape_pct"] == pytest.approx(20.0) and mape.loc["a", "ttft_mean_signed_pct"] == -10.0
     assert mape.loc["b", "cases"] == 1 and mape.loc["b", "skipped"] == 1 and mape.loc["b", "tpot_mape_pct"] == 5.0
     assert mape.loc["all", "cases"] == 3 and mape.loc["all", "ttft_mape_pct"] == pytest.approx(30.0)
+    assert mape.loc["a", "e2el_mape_pct"] == pytest.approx(3.0) and mape.loc["all", "e2el_mean_signed_pct"] == pytest.approx(4 / 3)
     assert "start" not in mape.columns

@@ -7,7 +7,7 @@ aiconfigurator silicon CSV of closed-loop benchmarks. Writes, into --out:
 - replayed runs: errors.csv (signed / absolute error per metric and statistic), validation.json
   (everything: errors, deployment, cost model, notes, diagnosis), requests.csv (per request, real
   vs simulated), ticks.csv (real vs simulated running / waiting / KV usage) and report.html;
-- closed-loop CSVs: cases.csv (per row), mape.csv (TTFT and TPOT MAPE by model),
+- closed-loop CSVs: cases.csv (per row), mape.csv (TTFT, TPOT and E2EL MAPE by model),
   validation.json and report.html.
 """
 

@@ -43,6 +43,8 @@ from rllmsim.workload.table import make_request_table
 NEEDED = ("model_path", "system", "mode", "isl", "osl", "batch_size", "tp_size", "silicon_ttft_ms", "silicon_tpot_ms")
 # requests per user (num-requests / concurrency) of aiconfigurator's generated aiperf command
 BENCH_REQUESTS_PER_USER = 20
+#: What a closed-loop row is compared on (E2EL derived from the recorded means, see validate_cases).
+METRICS = ("ttft", "tpot", "e2el")
 QUANT = {"fp8": "fp8", "fp8_block": "fp8", "int8": "int8"}
 #: Labels aiconfigurator gives gpt-oss rows, whose checkpoint is MXFP4, on GPUs without FP4 tensor
 #: cores: there vLLM can only run the checkpoint's MXFP4 experts (weight-only, bf16 activations).
@@ -170,14 +172,21 @@ def simulate_case(case: ClosedLoopCase, deployment: Deployment, cost_model: Cost
             "sim_ttft_first_wave_ms": 1e3 * float(ttft[first].mean()) if first.any() else float("nan"),
             "sim_ttft_rest_ms": 1e3 * float(ttft[~first].mean()) if (~first).any() else float("nan"),
             "sim_tpot_ms": 1e3 * float(tpot[out > 1].mean()) if (out > 1).any() else float("nan"),
+            "sim_e2el_ms": 1e3 * float(req["e2el_s"].mean()),
             "sim_kv_peak_pct": s["kv"]["peak_pct"], "sim_preemptions": s["preemptions"],
             "kv_capacity_tokens": deployment.num_gpu_blocks * deployment.block_size}
 
 
 def validate_cases(cases: list[ClosedLoopCase], cost_model_for=None, gpu: str | None = None,
                    requests_per_user: int = BENCH_REQUESTS_PER_USER, seed: int = 0, progress=None) -> pd.DataFrame:
-    """One row per case: real and simulated TTFT/TPOT and signed % errors, or the skip reason.
-    Rows whose batch_size is not a recorded concurrency are simulated but `excluded` from MAPE.
+    """One row per case: real and simulated TTFT, TPOT and E2EL and signed % errors, or the skip
+    reason. Rows whose batch_size is not a recorded concurrency are simulated but `excluded` from MAPE.
+
+    The rows record no E2EL, but their means fix it: every request has exactly `osl` output tokens
+    and both clients average TPOT = (E2EL - TTFT)/(osl - 1) per request, so the mean E2EL is
+    mean TTFT + (osl - 1) x mean TPOT. It is the closed loop's cycle per user, which sets its
+    throughput; TTFT is a few per cent of it, so how the cycle splits into TTFT and TPOT (the
+    phase of the users, docs/validation.md) moves TTFT far more than E2EL.
 
     `cost_model_for(deployment)` returns the cost model of a deployment (the default choice when
     not given).
@@ -186,7 +195,8 @@ def validate_cases(cases: list[ClosedLoopCase], cost_model_for=None, gpu: str | 
     for case in cases:
         row: dict[str, Any] = {"row": case.row, "model": case.model, "mode": case.mode, "precision": case.precision,
                                "isl": case.isl, "osl": case.osl, "users": case.users, "tp": case.tp,
-                               "real_ttft_ms": case.ttft_ms, "real_tpot_ms": case.tpot_ms, "skipped": "",
+                               "real_ttft_ms": case.ttft_ms, "real_tpot_ms": case.tpot_ms,
+                               "real_e2el_ms": case.ttft_ms + max(case.osl - 1, 0) * case.tpot_ms, "skipped": "",
                                "excluded": "" if case.concurrency_recorded else
                                "batch_size is not a recorded concurrency (no silicon_concurrency in the source)"}
         try:
@@ -200,7 +210,7 @@ def validate_cases(cases: list[ClosedLoopCase], cost_model_for=None, gpu: str | 
             progress(case)
     out = pd.DataFrame(rows) if rows else pd.DataFrame(columns=["row", "model", "real_ttft_ms", "real_tpot_ms",
                                                                "skipped", "excluded"])
-    for metric in ("ttft", "tpot"):
+    for metric in METRICS:
         if f"sim_{metric}_ms" not in out:
             out[f"sim_{metric}_ms"] = np.nan
         out[f"{metric}_error_pct"] = 100.0 * (out[f"sim_{metric}_ms"] - out[f"real_{metric}_ms"]) / out[f"real_{metric}_ms"]
@@ -232,8 +242,8 @@ def _rows_text(rows: list[int]) -> str:
 
 
 def mape_by_model(results: pd.DataFrame) -> pd.DataFrame:
-    """Per model (and overall): cases simulated and skipped, TTFT and TPOT MAPE, median absolute
-    and mean signed % error."""
+    """Per model (and overall): cases simulated and skipped, TTFT, TPOT and E2EL MAPE, median
+    absolute and mean signed % error."""
     groups = [(m, g) for m, g in results.groupby("model", sort=True)] + [("all", results)]
     return pd.DataFrame([_mape_row(model, g) for model, g in groups])
 
@@ -241,7 +251,7 @@ def mape_by_model(results: pd.DataFrame) -> pd.DataFrame:
 def _mape_row(model: str, g: pd.DataFrame) -> dict[str, Any]:
     done = g[(g["skipped"] == "") & (g["excluded"] == "")]
     row: dict[str, Any] = {"model": model, "cases": int(len(done)), "skipped": int(len(g) - len(done))}
-    for metric in ("ttft", "tpot"):
+    for metric in METRICS:
         err = done[f"{metric}_error_pct"].to_numpy(np.float64)
         err = err[np.isfinite(err)]
         row[f"{metric}_mape_pct"] = float(np.abs(err).mean()) if len(err) else float("nan")

@@ -1,5 +1,5 @@
 """Self-contained HTML reports (plotly.js inlined): real vs simulated KV usage, running and
-waiting over time, latency CDFs; and, for closed-loop cases, simulated vs measured TTFT/TPOT."""
+waiting over time, latency CDFs; and, for closed-loop cases, simulated vs measured TTFT/TPOT/E2EL."""
 
 from __future__ import annotations
 
@@ -9,6 +9,8 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
+
+from rllmsim.validate.aiconfigurator import METRICS as CLOSED_LOOP_METRICS
 
 REAL, SIM = "#1f77b4", "#d62728"
 
@@ -71,16 +73,17 @@ def replay_report(validation, diagnosis: pd.DataFrame | None = None) -> str:
 
 
 def closed_loop_report(results: pd.DataFrame, mape: pd.DataFrame, title: str) -> str:
-    """Simulated vs measured TTFT and TPOT of closed-loop cases, one colour per model."""
+    """Simulated vs measured mean TTFT, TPOT and E2EL of closed-loop cases, one colour per model."""
     done = results[results["skipped"] == ""]
-    fig = make_subplots(rows=1, cols=2, subplot_titles=("TTFT (ms)", "TPOT (ms)"))
+    metrics = CLOSED_LOOP_METRICS
+    fig = make_subplots(rows=1, cols=len(metrics), subplot_titles=[f"{m.upper()} (ms)" for m in metrics])
     for model, g in done.groupby("model", sort=True):
         label = model.split("/")[-1]
         text = [f"isl {r.isl} osl {r.osl} users {r.users} tp {r.tp}" for r in g.itertuples()]
-        for col, metric in enumerate(("ttft", "tpot"), start=1):
+        for col, metric in enumerate(metrics, start=1):
             fig.add_trace(go.Scatter(x=g[f"real_{metric}_ms"], y=g[f"sim_{metric}_ms"], mode="markers", name=label,
                                      text=text, legendgroup=label, showlegend=col == 1), 1, col)
-    for col, metric in enumerate(("ttft", "tpot"), start=1):
+    for col, metric in enumerate(metrics, start=1):
         values = done[[f"real_{metric}_ms", f"sim_{metric}_ms"]].to_numpy(np.float64)
         values = values[np.isfinite(values) & (values > 0)]
         if len(values):
