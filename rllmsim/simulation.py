@@ -21,6 +21,7 @@ from rllmsim.engine.clients import BatchWaves, Client, ClosedLoop, OpenLoop
 from rllmsim.engine.cluster import Cluster, SimulationResult
 from rllmsim import checks
 from rllmsim.errors import ConfigError
+from rllmsim.metrics.load import load_check
 from rllmsim.metrics.speculative import speculative_summary
 from rllmsim.metrics.stragglers import DEFAULT_FACTOR
 from rllmsim.metrics.summary import summarize
@@ -159,6 +160,9 @@ def run_simulation(
     summary = summarize(result, requests, deployment.engine_cores, slos_s, straggler_factor)
     if deployment.speculative_method:
         summary["speculative"] = speculative_summary(result, requests, deployment)
+    load = load_check(requests) if isinstance(client, OpenLoop) else None  # a closed loop adapts its load
+    if load is not None:
+        summary["load"] = load
     config = {
         "deployment": deployment.to_dict(),
         "workload": workload_config,

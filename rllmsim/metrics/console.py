@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from rllmsim.metrics.load import overload_warning
+
 WIDTH = 50
 
 
@@ -81,4 +83,7 @@ def format_summary(summary: dict[str, Any]) -> str:
         "=" * WIDTH,
     ]
     lines += [f"note: {note}" for note in summary.get("lengths_notes", [])]
+    warning = overload_warning(summary.get("load"))
+    if warning:
+        lines.append(f"warning: {warning}")
     return "\n".join(lines)
