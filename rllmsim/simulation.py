@@ -21,6 +21,7 @@ from rllmsim.engine.clients import BatchWaves, Client, ClosedLoop, OpenLoop
 from rllmsim.engine.cluster import Cluster, SimulationResult
 from rllmsim import checks
 from rllmsim.errors import ConfigError
+from rllmsim.fidelity import fidelity
 from rllmsim.metrics.load import load_check
 from rllmsim.metrics.speculative import speculative_summary
 from rllmsim.metrics.stragglers import DEFAULT_FACTOR
@@ -172,6 +173,9 @@ def run_simulation(
         "cost_model": cost_model.provenance(),
     }
     summary["seed"] = seed
+    trust = fidelity(deployment, config["cost_model"])
+    if trust is not None:
+        summary["fidelity"] = trust
     if table.attrs.get("lengths_notes"):
         summary["lengths_notes"] = list(table.attrs["lengths_notes"])
     summary["config"] = config

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from rllmsim.metrics.load import overload_warning
+from rllmsim.metrics.load import load_warning
 
 WIDTH = 50
 
@@ -83,7 +83,9 @@ def format_summary(summary: dict[str, Any]) -> str:
         "=" * WIDTH,
     ]
     lines += [f"note: {note}" for note in summary.get("lengths_notes", [])]
-    warning = overload_warning(summary.get("load"))
+    if "fidelity" in summary:
+        lines.append(summary["fidelity"]["line"])
+    warning = load_warning(summary.get("load"))
     if warning:
         lines.append(f"warning: {warning}")
     return "\n".join(lines)
