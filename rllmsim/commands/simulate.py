@@ -6,6 +6,7 @@ import click
 from click.core import ParameterSource
 
 from rllmsim import checks
+from rllmsim.commands.multi_value import MultiValueOption
 from rllmsim.commands.options import (deployment_from_options, deployment_options, parse_goodput,
                                       workload_from_options, workload_options)
 from rllmsim.cost.calibrated import calibrated_setup
@@ -22,7 +23,8 @@ from rllmsim.simulation import run_simulation
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--out", "out_dir", default=None, help="Run directory (default: a new folder under runs/).")
 @click.option("--step-by-step", is_flag=True, help="Simulate every engine step (no fast-forward).")
-@click.option("--goodput", multiple=True, help="SLOs in ms as vllm bench serve takes them: 'ttft:500 tpot:50'.")
+@click.option("--goodput", cls=MultiValueOption, metavar="KEY:MS ...",
+              help="Per-request SLOs in ms, as vllm bench serve takes them: --goodput ttft:500 tpot:50.")
 @click.option("--straggler-factor", type=float, default=3.0, show_default=True,
               help="A request is a straggler past this multiple of its dataset's median E2EL.")
 @click.option("--timeline/--no-timeline", default=True, show_default=True, help="Write timeline.parquet.")
