@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import click
 from click.core import ParameterSource
 
@@ -12,8 +14,9 @@ from rllmsim.commands.options import (deployment_from_options, deployment_option
 from rllmsim.cost.calibrated import calibrated_setup
 from rllmsim.cost.kernel_calibration import load_kernel_correction
 from rllmsim.cost.select import KINDS, cost_model_for
+from rllmsim.metrics.bench_json import BENCH_FILE, bench_result
 from rllmsim.metrics.console import format_summary
-from rllmsim.rundir import check_new_dir, default_run_dir, write_run
+from rllmsim.rundir import check_new_dir, default_run_dir, to_jsonable, write_run
 from rllmsim.simulation import run_simulation
 
 
@@ -54,6 +57,8 @@ def command(seed, out_dir, step_by_step, goodput, straggler_factor, timeline, re
     if report:
         from rllmsim.report import REPORT_FILE, run_report_html
         extra[REPORT_FILE] = run_report_html(run.summary, run.requests, tables.get("timeline"))
+    extra[BENCH_FILE] = json.dumps(to_jsonable(bench_result(run.summary, run.requests, run.result.itl,
+                                                            deployment.model.hf_id)), indent=2) + "\n"
     write_run(out, tables, run.summary, extra_files=extra)
     click.echo(format_summary(run.summary))
     click.echo(f"run written to {out}")
