@@ -6,7 +6,8 @@ import click
 
 from rllmsim import checks
 from rllmsim.commands.multi_value import MultiValueOption
-from rllmsim.commands.options import deployment_options, parse_goodput, workload_from_options, workload_options
+from rllmsim.commands.options import (deployment_options, parse_goodput, with_trace_model, workload_from_options,
+                                      workload_options)
 from rllmsim.compare import parse_variants, run_comparison, write_comparison
 from rllmsim.rundir import check_new_dir, default_run_dir
 
@@ -37,6 +38,7 @@ def command(variant_specs, seed, out_dir, goodput, straggler_factor, step_by_ste
     """
     checks.seed(seed, "--seed")
     checks.straggler_factor(straggler_factor, "--straggler-factor")
+    opts = with_trace_model(opts)
     variants = parse_variants(variant_specs, opts)
     workload = workload_from_options(opts)
     slos = parse_goodput(goodput)

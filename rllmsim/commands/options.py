@@ -17,14 +17,16 @@ from rllmsim.errors import ConfigError
 from rllmsim.simulation import CLOSED, WorkloadSpec
 from rllmsim.spec_decode import METHOD_ALIASES, METHOD_NAMES, SPECULATIVE_METHODS
 from rllmsim.specs import GPUSpec, ModelSpec, load_gpu, load_model
+from rllmsim.workload.traces import bench_model_id
 
 DEFAULT_MODEL = "deepseek-r1-distill-qwen-7b"
 DEFAULT_GPU = "h100-sxm"
 
 _DEPLOYMENT_OPTIONS = [
-    click.option("--model", default=DEFAULT_MODEL, show_default=True,
-                 help="Catalog name, HF id, or a path to a config.json."),
-    click.option("--gpu", default=DEFAULT_GPU, show_default=True, help="GPU catalog name (see `rllmsim specs`)."),
+    click.option("--model", default=None,
+                 help=f"Catalog name, HF id, or a path to a config.json (see `rllmsim list models`; default "
+                 f"{DEFAULT_MODEL}, or the model_id of a --trace vllm bench result when the catalog has it)."),
+    click.option("--gpu", default=DEFAULT_GPU, show_default=True, help="GPU catalog name (see `rllmsim list gpus`)."),
     click.option("--tp", "--tensor-parallel-size", "tp", type=int, default=1, show_default=True),
     click.option("--replicas", type=int, default=1, show_default=True),
     click.option("--data-parallel-size", "-dp", "data_parallel_size", type=int, default=1, show_default=True,
@@ -127,7 +129,7 @@ def deployment_from_options(opts: dict[str, Any], model: ModelSpec | None = None
     quantization = opts.get("quantization")
     fields = {k: opts[k] for k in DEPLOYMENT_KEYS if k in opts}
     fields["quantization"] = None if quantization in (None, "", "none") else quantization
-    model = model or load_model(opts["model"])
+    model = model or load_model(opts.get("model") or DEFAULT_MODEL)
     method = opts.get("speculative_method")
     if method:
         default_k = (model.num_mtp_layers or 1) if METHOD_ALIASES.get(method, method) == "mtp" else 4
@@ -137,6 +139,36 @@ def deployment_from_options(opts: dict[str, Any], model: ModelSpec | None = None
     if opts.get("draft_model"):
         fields["draft_model"] = load_model(opts["draft_model"])
     return Deployment(model=model, gpu=gpu or load_gpu(opts["gpu"]), **fields)
+
+
+def with_trace_model(opts: dict[str, Any]) -> dict[str, Any]:
+    """`opts` with --model resolved: as given, else the model_id a --trace vllm bench result
+    records when the catalog resolves it (replaying a benchmark simulates the model it measured),
+    else the default. One warning line on stderr when the two disagree or the id is unknown."""
+    given, trace = opts.get("model"), opts.get("trace")
+    recorded = bench_model_id(trace) if trace else None
+    if recorded is None:
+        return {**opts, "model": given or DEFAULT_MODEL}
+    if given is None:
+        try:
+            load_model(recorded)
+            return {**opts, "model": recorded}
+        except ConfigError:
+            click.echo(f"warning: --trace {trace} records model_id {recorded!r}, which the catalog does not "
+                       f"resolve; simulating {DEFAULT_MODEL} (give --model to choose)", err=True)
+            return {**opts, "model": DEFAULT_MODEL}
+    if _model_key(given) != _model_key(recorded):
+        click.echo(f"warning: --model {given} differs from model_id {recorded!r} recorded in --trace {trace}; "
+                   f"simulating --model {given}", err=True)
+    return opts
+
+
+def _model_key(name: str) -> str:
+    """Catalog name when `name` resolves (an HF id and its catalog name agree), else as written."""
+    try:
+        return load_model(name).name
+    except ConfigError:
+        return name.lower()
 
 
 def workload_from_options(opts: dict[str, Any]) -> WorkloadSpec:

@@ -10,7 +10,7 @@ from click.core import ParameterSource
 from rllmsim import checks
 from rllmsim.commands.multi_value import MultiValueOption
 from rllmsim.commands.options import (deployment_from_options, deployment_options, parse_goodput,
-                                      workload_from_options, workload_options)
+                                      with_trace_model, workload_from_options, workload_options)
 from rllmsim.cost.calibrated import calibrated_setup
 from rllmsim.cost.kernel_calibration import load_kernel_correction
 from rllmsim.cost.select import KINDS, cost_model_for
@@ -44,6 +44,7 @@ def command(seed, out_dir, step_by_step, goodput, straggler_factor, timeline, re
     checks.seed(seed, "--seed")
     checks.straggler_factor(straggler_factor, "--straggler-factor")
     checks.cost_model_arg(cost_model_path, KINDS)
+    opts = with_trace_model(opts)
     deployment, cost_model = _deployment_and_cost_model(opts, cost_model_path, allow_extrapolation, kernel_tables)
     workload = workload_from_options(opts)
     slos = parse_goodput(goodput)
