@@ -13,6 +13,7 @@ from rllmsim.cli import main
 from rllmsim.engine.clients import OpenLoop
 from rllmsim.errors import ConfigError
 from rllmsim.simulation import WorkloadSpec, run_simulation
+from rllmsim.sweep.probe import WatchedOpenLoop
 from rllmsim.workload.table import make_request_table
 
 TIME_COLUMNS = ("arrival_s", "client_queue_s", "first_scheduled_s", "first_token_s", "finish_s")
@@ -122,3 +123,12 @@ def test_contradictions_are_one_line_errors(tmp_path, args, words):
     assert result.exit_code == 2
     assert words in result.output and len(result.output.strip().splitlines()) == 1
     assert "Traceback" not in result.output
+
+
+def test_plans_watched_probe_client_keeps_the_cap():
+    table = _table(seed=11)
+    deployment = small_deployment(blocks=64, max_num_seqs=8, budget=128)
+    watched = run_simulation(deployment, table, cost_model=LinearCostModel(),
+                             client=WatchedOpenLoop([], 0.0, max_concurrency=2)).requests
+    pd.testing.assert_frame_equal(watched, _run(table, 2))
+    assert _max_in_flight(watched) <= 2
