@@ -22,6 +22,7 @@ SUBCOMMANDS: tuple[str, ...] = (
     "validate",
     "compare",
     "kernels",
+    "list",
 )
 
 

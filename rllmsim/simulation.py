@@ -47,6 +47,10 @@ class WorkloadSpec:
     servegen (ServeGen's production DeepSeek-R1 client pool scaled to `rate`; replayed in order
     from `servegen_start_s` seconds into its day when given). `reasoning_budget` caps each
     request's reasoning tokens (a thinking budget; the answer follows).
+
+    `max_concurrency` is `vllm bench serve --max-concurrency`: for open-loop arrivals a cap on the
+    requests in flight (None: unbounded); for closed-loop it must equal `concurrency`, since vLLM's
+    closed loop is exactly request rate inf with that cap. Batch waves have no vLLM counterpart.
     """
 
     arrival: str = "gamma"
@@ -58,6 +62,7 @@ class WorkloadSpec:
     max_tokens: int | None = 32768
     num_requests: int = 300
     concurrency: int = 16
+    max_concurrency: int | None = None
     think_time_s: float = 0.0
     trace: str | None = None
     trace_format: str = "auto"
@@ -77,12 +82,25 @@ class WorkloadSpec:
             raise ConfigError(f"num_requests must be >= 1, got {self.num_requests}")
         if self.arrival in CLOSED and self.concurrency < 1:
             raise ConfigError(f"concurrency must be >= 1, got {self.concurrency}")
+        self._check_max_concurrency()
         if self.max_tokens is not None and self.max_tokens < 1:
             raise ConfigError(f"max_tokens must be >= 1, got {self.max_tokens}")
         if self.shared_prefix_tokens < 0 or self.prefix_groups < 1:
             raise ConfigError("shared_prefix_tokens must be >= 0 and prefix_groups >= 1, got "
                               f"{self.shared_prefix_tokens} and {self.prefix_groups}")
         checks.workload(self)
+
+    def _check_max_concurrency(self) -> None:
+        cap = self.max_concurrency
+        if cap is None:
+            return
+        if cap < 1:
+            raise ConfigError(f"max_concurrency must be >= 1, got {cap}; omit it for no cap")
+        if self.arrival == "batch-waves":
+            raise ConfigError("--max-concurrency does not apply to batch-waves; give the batch size with --concurrency")
+        if self.arrival == "closed-loop" and cap != self.concurrency:
+            raise ConfigError(f"closed-loop users: --max-concurrency {cap} contradicts --concurrency "
+                              f"{self.concurrency}; give one of them")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -99,17 +117,17 @@ class RunOutput:
 def build_workload(spec: WorkloadSpec, streams: RngStreams, model: str | None = None) -> tuple[pd.DataFrame, Client]:
     """The request table and the client that sends it; lengths are those `model` writes."""
     if spec.arrival == "trace":
-        return read_trace(spec.trace, spec.trace_format, spec.time_scale), OpenLoop()
+        return read_trace(spec.trace, spec.trace_format, spec.time_scale), OpenLoop(spec.max_concurrency)
     n = spec.num_requests
     drawn = draw_requests(spec, streams, model)
     prompt, output, labels = drawn.prompt, drawn.output, drawn.labels
     if drawn.arrival_s is not None:
-        arrivals, client = drawn.arrival_s, OpenLoop()
+        arrivals, client = drawn.arrival_s, OpenLoop(spec.max_concurrency)
     elif spec.arrival in OPEN_LOOP:
         cv = spec.cv if spec.arrival == "gamma" and spec.burstiness is None else None
         arrivals = arrival_times(spec.arrival, spec.rate, n, streams.stream("arrivals"),
                                  cv=cv, burstiness=spec.burstiness)
-        client: Client = OpenLoop()
+        client: Client = OpenLoop(spec.max_concurrency)
     else:
         arrivals = np.zeros(n)
         client = ClosedLoop(spec.concurrency, spec.think_time_s) if spec.arrival == "closed-loop" \

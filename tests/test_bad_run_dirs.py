@@ -115,7 +115,7 @@ COST_MODELS = ["roofline", "auto", str(Path(__file__).resolve().parents[1] / "ca
 @pytest.mark.parametrize("arrival", ["gamma", "closed-loop"])
 def test_time_never_goes_backwards(tmp_path: Path, cost_model: str, arrival: str) -> None:
     args = ["simulate", "--cost-model", cost_model, "--dataset", "gsm8k", "--rate", "50", "--num-requests", "40",
-            "--max-tokens", "256", "--arrival", arrival, "--concurrency", "8", "--out", tmp_path / "run"]
+            "--max-tokens", "256", "--arrival", arrival, "--max-concurrency", "8", "--out", tmp_path / "run"]
     if cost_model != COST_MODELS[2]:
         args += ["--gpu", "h100", "--model", "deepseek-r1-distill-qwen-1.5b", "--num-gpu-blocks-override", "64",
                  "--max-model-len", "1024"]

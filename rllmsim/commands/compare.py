@@ -5,7 +5,9 @@ from __future__ import annotations
 import click
 
 from rllmsim import checks
-from rllmsim.commands.options import deployment_options, parse_goodput, workload_from_options, workload_options
+from rllmsim.commands.multi_value import MultiValueOption
+from rllmsim.commands.options import (deployment_options, parse_goodput, with_trace_model, workload_from_options,
+                                      workload_options)
 from rllmsim.compare import parse_variants, run_comparison, write_comparison
 from rllmsim.rundir import check_new_dir, default_run_dir
 
@@ -19,7 +21,8 @@ from rllmsim.rundir import check_new_dir, default_run_dir
                    "--num-speculative-tokens=4). Repeat it; the first is the baseline ('baseline:' = shared).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--out", "out_dir", default=None, help="Output directory (default: a new folder under runs/).")
-@click.option("--goodput", multiple=True, help="SLOs in ms as vllm bench serve takes them: 'ttft:500 tpot:50'.")
+@click.option("--goodput", cls=MultiValueOption, metavar="KEY:MS ...",
+              help="Per-request SLOs in ms, as vllm bench serve takes them: --goodput ttft:500 tpot:50.")
 @click.option("--straggler-factor", type=float, default=3.0, show_default=True,
               help="A request is a straggler past this multiple of its dataset's median E2EL.")
 @click.option("--step-by-step", is_flag=True, help="Simulate every engine step (no fast-forward).")
@@ -35,6 +38,7 @@ def command(variant_specs, seed, out_dir, goodput, straggler_factor, step_by_ste
     """
     checks.seed(seed, "--seed")
     checks.straggler_factor(straggler_factor, "--straggler-factor")
+    opts = with_trace_model(opts)
     variants = parse_variants(variant_specs, opts)
     workload = workload_from_options(opts)
     slos = parse_goodput(goodput)

@@ -14,17 +14,19 @@ from rllmsim.engine.acceptance import DEFAULT_ACCEPTANCE_SPREAD
 from rllmsim.engine.router import ROUTERS
 from rllmsim import checks
 from rllmsim.errors import ConfigError
-from rllmsim.simulation import WorkloadSpec
+from rllmsim.simulation import CLOSED, WorkloadSpec
 from rllmsim.spec_decode import METHOD_ALIASES, METHOD_NAMES, SPECULATIVE_METHODS
 from rllmsim.specs import GPUSpec, ModelSpec, load_gpu, load_model
+from rllmsim.workload.traces import bench_model_id
 
 DEFAULT_MODEL = "deepseek-r1-distill-qwen-7b"
 DEFAULT_GPU = "h100-sxm"
 
 _DEPLOYMENT_OPTIONS = [
-    click.option("--model", default=DEFAULT_MODEL, show_default=True,
-                 help="Catalog name, HF id, or a path to a config.json."),
-    click.option("--gpu", default=DEFAULT_GPU, show_default=True, help="GPU catalog name (see `rllmsim specs`)."),
+    click.option("--model", default=None,
+                 help=f"Catalog name, HF id, or a path to a config.json (see `rllmsim list models`; default "
+                 f"{DEFAULT_MODEL}, or the model_id of a --trace vllm bench result when the catalog has it)."),
+    click.option("--gpu", default=DEFAULT_GPU, show_default=True, help="GPU catalog name (see `rllmsim list gpus`)."),
     click.option("--tp", "--tensor-parallel-size", "tp", type=int, default=1, show_default=True),
     click.option("--replicas", type=int, default=1, show_default=True),
     click.option("--data-parallel-size", "-dp", "data_parallel_size", type=int, default=1, show_default=True,
@@ -81,8 +83,11 @@ _WORKLOAD_OPTIONS = [
     click.option("--servegen-start", "servegen_start_s", type=float, default=None,
                  help="--arrival servegen: replay the pool's day in order from this many seconds in (default: the whole day's pool, stationary)."),
     click.option("--num-requests", "--num-prompts", "num_requests", type=int, default=300, show_default=True),
-    click.option("--concurrency", "--max-concurrency", "concurrency", type=int, default=16, show_default=True,
-                 help="Users (closed-loop) or batch size (batch-waves)."),
+    click.option("--concurrency", type=int, default=None,
+                 help="Users (closed-loop) or batch size (batch-waves); default 16."),
+    click.option("--max-concurrency", type=int, default=None,
+                 help="As vllm bench serve: at most this many requests in flight, the rest wait in the "
+                 "client (open loop; default no cap). With closed-loop: the number of users."),
     click.option("--think-time", "think_time_s", type=float, default=0.0, show_default=True),
     click.option("--trace", default=None, help="Replay a trace file (implies --arrival trace)."),
     click.option("--trace-format", default="auto", show_default=True),
@@ -114,7 +119,7 @@ DEPLOYMENT_KEYS = ("tp", "replicas", "quantization", "kv_cache_dtype", "max_num_
                    "speculative_method", "spec_acceptance_rate", "spec_mean_acceptance_length",
                    "spec_acceptance_spread")
 WORKLOAD_KEYS = ("arrival", "rate", "cv", "burstiness", "dataset", "lengths_file", "max_tokens", "num_requests",
-                 "concurrency", "think_time_s", "trace", "trace_format", "time_scale", "shared_prefix_tokens",
+                 "concurrency", "max_concurrency", "think_time_s", "trace", "trace_format", "time_scale", "shared_prefix_tokens",
                  "prefix_groups", "reasoning_budget", "servegen_start_s")
 
 
@@ -124,7 +129,7 @@ def deployment_from_options(opts: dict[str, Any], model: ModelSpec | None = None
     quantization = opts.get("quantization")
     fields = {k: opts[k] for k in DEPLOYMENT_KEYS if k in opts}
     fields["quantization"] = None if quantization in (None, "", "none") else quantization
-    model = model or load_model(opts["model"])
+    model = model or load_model(opts.get("model") or DEFAULT_MODEL)
     method = opts.get("speculative_method")
     if method:
         default_k = (model.num_mtp_layers or 1) if METHOD_ALIASES.get(method, method) == "mtp" else 4
@@ -136,15 +141,60 @@ def deployment_from_options(opts: dict[str, Any], model: ModelSpec | None = None
     return Deployment(model=model, gpu=gpu or load_gpu(opts["gpu"]), **fields)
 
 
+def with_trace_model(opts: dict[str, Any]) -> dict[str, Any]:
+    """`opts` with --model resolved: as given, else the model_id a --trace vllm bench result
+    records when the catalog resolves it (replaying a benchmark simulates the model it measured),
+    else the default. One warning line on stderr when the two disagree or the id is unknown."""
+    given, trace = opts.get("model"), opts.get("trace")
+    recorded = bench_model_id(trace) if trace else None
+    if recorded is None:
+        return {**opts, "model": given or DEFAULT_MODEL}
+    if given is None:
+        try:
+            load_model(recorded)
+            return {**opts, "model": recorded}
+        except ConfigError:
+            click.echo(f"warning: --trace {trace} records model_id {recorded!r}, which the catalog does not "
+                       f"resolve; simulating {DEFAULT_MODEL} (give --model to choose)", err=True)
+            return {**opts, "model": DEFAULT_MODEL}
+    if _model_key(given) != _model_key(recorded):
+        click.echo(f"warning: --model {given} differs from model_id {recorded!r} recorded in --trace {trace}; "
+                   f"simulating --model {given}", err=True)
+    return opts
+
+
+def _model_key(name: str) -> str:
+    """Catalog name when `name` resolves (an HF id and its catalog name agree), else as written."""
+    try:
+        return load_model(name).name
+    except ConfigError:
+        return name.lower()
+
+
 def workload_from_options(opts: dict[str, Any]) -> WorkloadSpec:
     fields = {k: opts[k] for k in WORKLOAD_KEYS if k in opts}
+    for name in ("concurrency", "max_concurrency"):  # None: not given
+        if fields.get(name) is None:
+            fields.pop(name, None)
     if fields.get("trace"):
         fields["arrival"] = "trace"
+    _concurrency_fields(fields)
     if fields.get("arrival") == "gamma" and fields.get("cv") is None and fields.get("burstiness") is None:
         fields["cv"] = 2.0
     if fields.get("cv") is not None and fields.get("burstiness") is not None:
         raise ConfigError("give --cv or --burstiness, not both (burstiness = 1/cv^2)")
     return WorkloadSpec(**fields)
+
+
+def _concurrency_fields(fields: dict[str, Any]) -> None:
+    """--concurrency counts closed-loop users and batch-wave sizes; --max-concurrency is vllm
+    bench serve's cap, which for closed-loop is the same number (request rate inf, C in flight)."""
+    closed = fields.get("arrival") in CLOSED
+    if "concurrency" in fields and not closed:
+        raise ConfigError(f"--concurrency counts closed-loop users or batch-waves; for --arrival "
+                          f"{fields.get('arrival', 'gamma')} cap requests in flight with --max-concurrency")
+    if fields.get("arrival") == "closed-loop" and "max_concurrency" in fields:
+        fields.setdefault("concurrency", fields["max_concurrency"])
 
 
 def parse_goodput(items: tuple[str, ...]) -> dict[str, float]:

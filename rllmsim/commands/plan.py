@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from rllmsim import checks
+from rllmsim.commands.multi_value import MultiValueOption
 from rllmsim.commands.options import DEFAULT_MODEL, workload_from_options, workload_options
 from rllmsim.engine.router import ROUTERS
 from rllmsim.errors import ConfigError
@@ -68,8 +69,9 @@ def _check_grid(model: str, candidates, seed: int, workers: int | None, out_dir:
 @click.option("--enable-chunked-prefill/--no-enable-chunked-prefill", default=True, show_default=True)
 @click.option("--router", type=click.Choice(sorted(ROUTERS)), default="round-robin", show_default=True)
 @workload_options
-@click.option("--slo", "slos", multiple=True, required=True,
-              help="METRIC_STAT=LIMIT with a unit, repeatable: ttft_p99=10s tpot_p99=80ms e2el_p90=600s.")
+@click.option("--slo", "slos", cls=MultiValueOption, required=True, metavar="METRIC_STAT=LIMIT ...",
+              help="Percentile SLOs with a unit: --slo ttft_p99=10s tpot_p99=80ms e2el_p90=600s (unlike "
+              "simulate's --goodput, which counts the requests that meet per-request limits).")
 @click.option("--duration", "duration_s", type=float, default=1800.0, show_default=True,
               help="Seconds of arrivals per probe (the request count follows, within the bounds below).")
 @click.option("--min-requests", type=int, default=200, show_default=True, help="Per replica, per probe.")

@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import json
+
 import click
 from click.core import ParameterSource
 
 from rllmsim import checks
+from rllmsim.commands.multi_value import MultiValueOption
 from rllmsim.commands.options import (deployment_from_options, deployment_options, parse_goodput,
-                                      workload_from_options, workload_options)
+                                      with_trace_model, workload_from_options, workload_options)
 from rllmsim.cost.calibrated import calibrated_setup
 from rllmsim.cost.kernel_calibration import load_kernel_correction
 from rllmsim.cost.select import KINDS, cost_model_for
+from rllmsim.metrics.bench_json import BENCH_FILE, bench_result
 from rllmsim.metrics.console import format_summary
-from rllmsim.rundir import check_new_dir, default_run_dir, write_run
+from rllmsim.rundir import check_new_dir, default_run_dir, to_jsonable, write_run
 from rllmsim.simulation import run_simulation
 
 
@@ -22,7 +26,8 @@ from rllmsim.simulation import run_simulation
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--out", "out_dir", default=None, help="Run directory (default: a new folder under runs/).")
 @click.option("--step-by-step", is_flag=True, help="Simulate every engine step (no fast-forward).")
-@click.option("--goodput", multiple=True, help="SLOs in ms as vllm bench serve takes them: 'ttft:500 tpot:50'.")
+@click.option("--goodput", cls=MultiValueOption, metavar="KEY:MS ...",
+              help="Per-request SLOs in ms, as vllm bench serve takes them: --goodput ttft:500 tpot:50.")
 @click.option("--straggler-factor", type=float, default=3.0, show_default=True,
               help="A request is a straggler past this multiple of its dataset's median E2EL.")
 @click.option("--timeline/--no-timeline", default=True, show_default=True, help="Write timeline.parquet.")
@@ -39,6 +44,7 @@ def command(seed, out_dir, step_by_step, goodput, straggler_factor, timeline, re
     checks.seed(seed, "--seed")
     checks.straggler_factor(straggler_factor, "--straggler-factor")
     checks.cost_model_arg(cost_model_path, KINDS)
+    opts = with_trace_model(opts)
     deployment, cost_model = _deployment_and_cost_model(opts, cost_model_path, allow_extrapolation, kernel_tables)
     workload = workload_from_options(opts)
     slos = parse_goodput(goodput)
@@ -52,6 +58,8 @@ def command(seed, out_dir, step_by_step, goodput, straggler_factor, timeline, re
     if report:
         from rllmsim.report import REPORT_FILE, run_report_html
         extra[REPORT_FILE] = run_report_html(run.summary, run.requests, tables.get("timeline"))
+    extra[BENCH_FILE] = json.dumps(to_jsonable(bench_result(run.summary, run.requests, run.result.itl,
+                                                            deployment.model.hf_id)), indent=2) + "\n"
     write_run(out, tables, run.summary, extra_files=extra)
     click.echo(format_summary(run.summary))
     click.echo(f"run written to {out}")

@@ -1,6 +1,8 @@
 """Clients: the SimPy processes that send requests into the cluster.
 
-- open loop: requests arrive at the times in the request table (Poisson, Gamma, a trace);
+- open loop: requests arrive at the times in the request table (Poisson, Gamma, a trace); with
+  `max_concurrency` N, as `vllm bench serve --max-concurrency N`, each waits for one of N slots
+  (FIFO) and is sent only when fewer than N are in flight;
 - closed loop: N users, each sending its next request when the previous one finishes (plus an
   optional think time), as `vllm bench serve --max-concurrency` or a benchmark harness does;
 - batch waves: send N requests at once, wait until all N finish, send the next N — the client of
@@ -13,6 +15,7 @@ alike.
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Generator, Protocol
 
@@ -44,17 +47,51 @@ class Client(Protocol):
 
 @dataclass(frozen=True)
 class OpenLoop:
-    """Requests arrive at the table's `arrival_s`, whatever the cluster does."""
+    """Requests arrive at the table's `arrival_s`, whatever the cluster does.
 
+    With `max_concurrency`, an arrival that finds all slots taken waits in a FIFO queue, as in
+    `vllm bench serve` (an `asyncio.Semaphore(max_concurrency)` around each request). Its clock
+    starts when it is sent: vLLM's request function starts its timer after the semaphore is
+    acquired, so TTFT and E2EL exclude the client-side wait. The ledger's `arrival` therefore
+    becomes the send time and `client_queue` holds the wait (vLLM's `queue_times`).
+    """
+
+    max_concurrency: int | None = None
     name: str = "open-loop"
 
     def drive(self, cluster: "Cluster") -> Generator:
-        env, arrivals = cluster.env, cluster.ledger.arrival
-        for rid in range(cluster.ledger.size):
+        env, ledger = cluster.env, cluster.ledger
+        arrivals = ledger.arrival
+        if self.max_concurrency is None:
+            for rid in range(ledger.size):
+                delay = float(arrivals[rid]) - env.now
+                if delay > 0:
+                    yield _ArrivalTimeout(env, delay)
+                cluster.submit(rid)
+            return
+        waiting: deque[int] = deque()
+        free = [self.max_concurrency]
+
+        def send(rid: int) -> None:
+            ledger.client_queue[rid] = env.now - arrivals[rid]
+            arrivals[rid] = env.now
+            cluster.submit(rid, notify=True).callbacks.append(release)
+
+        def release(_done: simpy.Event) -> None:
+            if waiting:
+                send(waiting.popleft())
+            else:
+                free[0] += 1
+
+        for rid in range(ledger.size):
             delay = float(arrivals[rid]) - env.now
             if delay > 0:
                 yield _ArrivalTimeout(env, delay)
-            cluster.submit(rid)
+            if free[0]:
+                free[0] -= 1
+                send(rid)
+            else:
+                waiting.append(rid)
 
 
 @dataclass(frozen=True)

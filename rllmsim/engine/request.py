@@ -29,6 +29,7 @@ class RequestLedger:
         self.first_token = np.full(n, NOT_YET)
         self.last_token = np.full(n, NOT_YET)
         self.finish = np.full(n, NOT_YET)
+        self.client_queue = np.zeros(n)  # waited for a client slot (--max-concurrency) before `arrival`
         self.preemptions = np.zeros(n, dtype=np.int64)
         self.accept_rate = np.zeros(n, dtype=np.int64)  # speculative tokens per step, 1/1024 units
         self.prefix_group = table["prefix_group"].to_numpy(dtype=np.int64, copy=True)
@@ -70,6 +71,7 @@ class RequestLedger:
             "first_token_s": self.first_token,
             "finish_s": self.finish,
             "queue_s": self.first_scheduled - self.arrival,
+            "client_queue_s": self.client_queue,
             "ttft_s": self.first_token - self.arrival,
             "e2el_s": self.finish - self.arrival,
             "prompt_tokens": self.prompt,

@@ -56,6 +56,15 @@ class LogHistogram:
         self._flush()
         return self.total / self.count if self.count else float("nan")
 
+    def std(self) -> float:
+        """Population standard deviation around the exact mean, each sample at its bin's centre
+        (vllm bench serve reports one for ITL)."""
+        self._flush()
+        if not self.count:
+            return float("nan")
+        centres = np.minimum(_LO * np.exp((np.arange(_BINS) + 0.5) * _LOG_WIDTH), self.maximum)
+        return float(np.sqrt((self.counts * (centres - self.mean()) ** 2).sum() / self.count))
+
     def quantile(self, q: float) -> float:
         """The q-quantile (0..1), as the geometric centre of the bin that holds it."""
         self._flush()

@@ -337,6 +337,13 @@ def _load_catalog_entry(key: str) -> ModelSpec:
     return _spec_from_config(_catalog()[key], f"catalog model {key!r}", key)
 
 
+def config_source(name: str) -> str:
+    """Where a shipped model's config.json was copied from: the `_rllmsim.config_source` it
+    records, else the Hugging Face repository of its hf_id (the catalog's default origin)."""
+    meta = _catalog()[name].get("_rllmsim", {})
+    return str(meta.get("config_source") or f"huggingface.co/{meta.get('hf_id', name)} config.json")
+
+
 def model_names() -> list[str]:
     """Catalog keys of every shipped model, sorted."""
     return sorted(_catalog())

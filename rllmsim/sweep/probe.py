@@ -63,11 +63,12 @@ class WatchedOpenLoop:
 
     slos: Sequence[SLO]
     warmup: float
+    max_concurrency: int | None = None  # the workload's client cap, kept under the watcher
     name: str = "open-loop"
 
     def drive(self, cluster: "Cluster") -> Generator:
         cluster.env.process(self._watch(cluster))
-        yield from OpenLoop().drive(cluster)
+        yield from OpenLoop(self.max_concurrency).drive(cluster)
 
     def _watch(self, cluster: "Cluster") -> Generator:
         env, ledger = cluster.env, cluster.ledger
@@ -149,7 +150,7 @@ def run_probe(spec: ProbeSpec, deployment: Deployment, rate: float) -> dict[str,
     record: dict[str, Any] = {"rate": float(rate), "replicas": deployment.replicas, "num_requests": n,
                               "early_stop": "", "steady": True}
     started = time.perf_counter()
-    client = WatchedOpenLoop(spec.slos, spec.warmup) if spec.early_stop else None
+    client = WatchedOpenLoop(spec.slos, spec.warmup, workload.max_concurrency) if spec.early_stop else None
     try:
         out = run_simulation(deployment, workload, seed=spec.seed, router=spec.router, fast_forward=True,
                              client=client)

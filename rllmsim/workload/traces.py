@@ -360,6 +360,15 @@ def read_trace(
     return table
 
 
+def bench_model_id(path: str | Path) -> str | None:
+    """The `model_id` a vllm bench result file records; None for any other trace format."""
+    tf = _open(path)
+    if tf.obj is None or detect_format(tf) != "vllm-bench":
+        return None
+    model = tf.obj.get("model_id")
+    return model if isinstance(model, str) and model else None
+
+
 def read_length_pairs(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     """(prompt_tokens, output_tokens) of every usable request in a file, arrival times not needed.
 
