@@ -58,17 +58,18 @@ def aliases() -> dict[str, str]:
     return out
 
 
-def unknown(function: str, name: str, valid: Iterable[str]) -> ConfigError:
+def unknown(where: str, name: str, valid: Iterable[str]) -> ConfigError:
     """One line naming the keyword and the closest valid one."""
     close = difflib.get_close_matches(name, sorted(set(valid)), n=1, cutoff=0.5)
     fix = f"did you mean {close[0]!r}?" if close else "see docs/api.md for the keywords"
-    return ConfigError(f"{function}(): unknown keyword {name!r}; {fix}")
+    return ConfigError(f"{where}: unknown keyword {name!r}; {fix}")
 
 
-def resolve(function: str, given: Mapping[str, Any], allowed: Iterable[str] | None = None,
+def resolve(where: str, given: Mapping[str, Any], allowed: Iterable[str] | None = None,
             extra: Iterable[str] = ()) -> dict[str, Any]:
     """`given` keywords as option names with click-checked values. Only names in `allowed` (all the
-    options when None) are accepted; `extra` are the function's own keywords, named in suggestions."""
+    options when None) are accepted; `extra` are the function's own keywords, named in suggestions;
+    `where` starts each message ("simulate()")."""
     table = aliases()
     names = set(table.values()) if allowed is None else set(allowed)
     valid = [k for k, v in table.items() if v in names] + list(extra)
@@ -76,9 +77,9 @@ def resolve(function: str, given: Mapping[str, Any], allowed: Iterable[str] | No
     for key, value in given.items():
         name = table.get(key)
         if name not in names:
-            raise unknown(function, key, valid)
+            raise unknown(where, key, valid)
         if name in out:
-            raise ConfigError(f"{function}(): {key!r} and another alias both set {name!r}; give it once")
+            raise ConfigError(f"{where}: {key!r} and another alias both set {name!r}; give it once")
         out[name] = convert(name, value)
     return out
 

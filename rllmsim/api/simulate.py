@@ -82,10 +82,10 @@ def prepare(*, deployment: Deployment | None = None, workload: WorkloadSpec | pd
     """Resolve `simulate`'s keywords (see there) into a `Simulation`, checking them all first."""
     checks.seed(seed)
     checks.straggler_factor(straggler_factor)
-    given = kwargs.resolve("simulate", options, extra=OWN_KEYWORDS)
+    given = kwargs.resolve("simulate()", options, extra=OWN_KEYWORDS)
     opts = {**kwargs.defaults(), **given}
     if deployment is not None:
-        _refuse("deployment", given, set(kwargs.names("deployment")) - {"router"})
+        refuse("simulate", "deployment", given, set(kwargs.names("deployment")) - {"router"})
         model = cost_model if isinstance(cost_model, CostModel) else \
             _cost_model_of(deployment, _kind(cost_model), allow_extrapolation, kernel_tables)
     else:
@@ -94,7 +94,7 @@ def prepare(*, deployment: Deployment | None = None, workload: WorkloadSpec | pd
     if workload is None:
         workload = workload_from_options(opts)
     else:
-        _refuse("workload", given, kwargs.names("workload"))
+        refuse("simulate", "workload", given, kwargs.names("workload"))
     slos = parse_goodput(kwargs.goodput_items(goodput))
     return Simulation(deployment, workload, model, seed=seed, router=opts["router"], fast_forward=not step_by_step,
                       slos_s=slos, straggler_factor=straggler_factor)
@@ -108,24 +108,29 @@ def deployment_and_cost_model(opts: dict[str, Any], given: set[str], cost_model:
     from rllmsim.cost.calibrated import calibrated_setup
     from rllmsim.cost.kernel_calibration import load_kernel_correction
 
-    model, gpu = (opts[k] if isinstance(opts[k], (ModelSpec, GPUSpec)) else None for k in ("model", "gpu"))
     if isinstance(cost_model, CostModel):
-        return deployment_from_options(opts, model=model, gpu=gpu), cost_model
+        return deployment_of(opts), cost_model
     path = _kind(cost_model)
     if path in KINDS:
-        deployment = deployment_from_options(opts, model=model, gpu=gpu)
+        deployment = deployment_of(opts)
         return deployment, cost_model_for(deployment, path, kernel_tables)
     correction = load_kernel_correction(path)
     if correction is not None:  # any model on the corrected GPU: the options describe the deployment
-        deployment = deployment_from_options(opts if "gpu" in given else {**opts, "gpu": correction.gpu},
-                                             model=model, gpu=gpu)
+        deployment = deployment_of(opts if "gpu" in given else {**opts, "gpu": correction.gpu})
         return deployment, correction.cost_model(deployment, allow_extrapolation, kernel_tables)
     setup = calibrated_setup(path, _name(opts["model"]) if "model" in given else None,
                              _name(opts["gpu"]) if "gpu" in given else None)
     opts = {**opts, **{k: v for k, v in setup.engine_defaults.items() if k not in given}}
-    deployment = deployment_from_options(opts, model=model or setup.model, gpu=gpu or setup.gpu)
+    deployment = deployment_of(opts, model=setup.model, gpu=setup.gpu)
     _check_calibration(setup.cost_model, deployment, allow_extrapolation)
     return deployment, setup.cost_model
+
+
+def deployment_of(opts: Mapping[str, Any], model: ModelSpec | None = None, gpu: GPUSpec | None = None) -> Deployment:
+    """`deployment_from_options`, where `opts["model"]`/`opts["gpu"]` may also be spec objects
+    (which win over `model`/`gpu`, the specs a calibration resolved)."""
+    given_model, given_gpu = (opts[k] if isinstance(opts[k], (ModelSpec, GPUSpec)) else None for k in ("model", "gpu"))
+    return deployment_from_options(dict(opts), model=given_model or model, gpu=given_gpu or gpu)
 
 
 def _cost_model_of(deployment: Deployment, path: str, allow_extrapolation: bool,
@@ -157,8 +162,9 @@ def _name(spec: str | ModelSpec | GPUSpec) -> str:
     return spec if isinstance(spec, str) else spec.name
 
 
-def _refuse(ready: str, given: Mapping[str, Any], names: Iterable[str]) -> None:
+def refuse(function: str, ready: str, given: Mapping[str, Any], names: Iterable[str]) -> None:
+    """A ready `deployment=`/`workload=` and the options it replaces are not both given."""
     clash = sorted(set(given) & set(names))
     if clash:
-        raise ConfigError(f"simulate(): {ready}= is a ready {ready}; drop {', '.join(clash)} "
+        raise ConfigError(f"{function}(): {ready}= is a ready {ready}; drop {', '.join(clash)} "
                           f"or give them instead of {ready}=")
