@@ -70,8 +70,8 @@ class Run:
     def __repr__(self) -> str:
         s = self.summary
         ttft, tpot = (s.get(k) or {} for k in ("ttft_s", "tpot_s"))
-        latency = ", ".join(f"{name} p50 {1e3 * stats['p50']:.1f} ms" for name, stats in (("TTFT", ttft), ("TPOT", tpot))
-                            if stats.get("p50") is not None)
+        latency = ", ".join(f"{name} p50 {1e3 * stats['p50']:.1f} ms"
+                            for name, stats in (("TTFT", ttft), ("TPOT", tpot)) if stats.get("p50") is not None)
         return (f"<Run {self.title()}: {s['requests']['completed']} requests in {s['duration_s']:.1f} s, "
                 f"{s['throughput']['output_tokens_per_s']:.1f} output tok/s{', ' + latency if latency else ''}>")
 
