@@ -37,3 +37,8 @@ def __getattr__(name: str) -> Any:
     module, attribute = _API[name]
     loaded = importlib.import_module(module)
     return loaded if attribute is None else getattr(loaded, attribute)
+
+
+def __dir__() -> list[str]:
+    """Tab completion in a notebook lists the API before it is loaded."""
+    return sorted({*globals(), *_API})

@@ -87,7 +87,7 @@ def resolve(where: str, given: Mapping[str, Any], allowed: Iterable[str] | None 
 def convert(name: str, value: Any) -> Any:
     """The value as the flag's click type would parse it; a bad one is one line naming the keyword."""
     param = _params()[name]
-    if value is None or not isinstance(param.type, click.ParamType) or name in ("model", "gpu", "draft_model"):
+    if value is None or name in ("model", "gpu", "draft_model"):
         return value  # model/gpu/draft_model may be spec objects; their loaders check them
     if isinstance(param.type, click.types.IntParamType) and isinstance(value, float) and not value.is_integer():
         raise ConfigError(f"{name} must be an integer, got {value!r}")

@@ -86,17 +86,16 @@ def prepare(*, deployment: Deployment | None = None, workload: WorkloadSpec | pd
     opts = {**kwargs.defaults(), **given}
     if deployment is not None:
         refuse("simulate", "deployment", given, set(kwargs.names("deployment")) - {"router"})
-        model = cost_model if isinstance(cost_model, CostModel) else \
-            _cost_model_of(deployment, _kind(cost_model), allow_extrapolation, kernel_tables)
+        timing = _cost_model_of(deployment, cost_model, allow_extrapolation, kernel_tables)
     else:
-        deployment, model = deployment_and_cost_model(opts, set(given), cost_model, allow_extrapolation,
+        deployment, timing = deployment_and_cost_model(opts, set(given), cost_model, allow_extrapolation,
                                                       kernel_tables)
     if workload is None:
         workload = workload_from_options(opts)
     else:
         refuse("simulate", "workload", given, kwargs.names("workload"))
     slos = parse_goodput(kwargs.goodput_items(goodput))
-    return Simulation(deployment, workload, model, seed=seed, router=opts["router"], fast_forward=not step_by_step,
+    return Simulation(deployment, workload, timing, seed=seed, router=opts["router"], fast_forward=not step_by_step,
                       slos_s=slos, straggler_factor=straggler_factor)
 
 
@@ -108,12 +107,10 @@ def deployment_and_cost_model(opts: dict[str, Any], given: set[str], cost_model:
     from rllmsim.cost.calibrated import calibrated_setup
     from rllmsim.cost.kernel_calibration import load_kernel_correction
 
-    if isinstance(cost_model, CostModel):
-        return deployment_of(opts), cost_model
-    path = _kind(cost_model)
-    if path in KINDS:
+    if isinstance(cost_model, CostModel) or _kind(cost_model) in KINDS:
         deployment = deployment_of(opts)
-        return deployment, cost_model_for(deployment, path, kernel_tables)
+        return deployment, _cost_model_of(deployment, cost_model, allow_extrapolation, kernel_tables)
+    path = str(cost_model)
     correction = load_kernel_correction(path)
     if correction is not None:  # any model on the corrected GPU: the options describe the deployment
         deployment = deployment_of(opts if "gpu" in given else {**opts, "gpu": correction.gpu})
@@ -133,12 +130,15 @@ def deployment_of(opts: Mapping[str, Any], model: ModelSpec | None = None, gpu: 
     return deployment_from_options(dict(opts), model=given_model or model, gpu=given_gpu or gpu)
 
 
-def _cost_model_of(deployment: Deployment, path: str, allow_extrapolation: bool,
+def _cost_model_of(deployment: Deployment, cost_model: str | Path | CostModel, allow_extrapolation: bool,
                    kernel_tables: str | Path | None) -> CostModel:
-    """The cost model `path` names for a ready deployment (nothing of it is filled in)."""
+    """The cost model `cost_model` names for a deployment that is fixed (nothing of it is filled in)."""
     from rllmsim.cost.kernel_calibration import load_kernel_correction
     from rllmsim.cost.regression import RegressionCostModel
 
+    if isinstance(cost_model, CostModel):
+        return cost_model
+    path = _kind(cost_model)
     if path in KINDS:
         return cost_model_for(deployment, path, kernel_tables)
     correction = load_kernel_correction(path)
