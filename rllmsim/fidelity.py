@@ -43,12 +43,13 @@ def _distance(case: dict[str, Any], bandwidth_gbps: float, params_b: float, moe:
 
 
 def nearest_case(deployment: Deployment) -> dict[str, Any] | None:
-    """The validated case nearest to `deployment` (ties: the table's order), or None."""
+    """The validated case nearest to `deployment` (ties: the table's order), or None when none
+    ships or the device has no datasheet bandwidth to compare (an uncatalogued device, a CPU)."""
     cases = validated_cases()
-    if not cases:
-        return None
     params_b = deployment.model.param_count() / 1e9
     bandwidth = deployment.gpu.hbm_bandwidth_gbps
+    if not cases or bandwidth <= 0 or params_b <= 0:
+        return None
     return min(cases, key=lambda c: _distance(c, bandwidth, params_b, deployment.model.is_moe))
 
 

@@ -66,3 +66,11 @@ def test_simulate_prints_and_saves_the_fidelity_line(tmp_path, args, expected) -
     assert result.exit_code == 0, result.output
     line = json.loads((out / "summary.json").read_text())["fidelity"]["line"]
     assert expected in line and line in result.output
+
+
+def test_a_device_without_datasheet_bandwidth_gets_no_nearest_case() -> None:
+    from rllmsim.specs import uncatalogued_gpu
+
+    dep = Deployment(model=load_model("llama-3.1-8b"), gpu=uncatalogued_gpu("a CPU"), tp=1, num_gpu_blocks_override=1000, max_model_len=4096)
+    assert dep.gpu.hbm_bandwidth_gbps <= 0 and nearest_case(dep) is None
+    assert fidelity(dep, {"kind": "regression"}) is None

@@ -1,14 +1,17 @@
-"""`rllmsim compare`: one workload and seed under several deployment variants, with deltas."""
+"""`rllmsim compare`: one workload and seed under several deployment variants, with deltas.
+
+A thin layer over `rllmsim.api.compare`: the flags the user gave become its keywords.
+"""
 
 from __future__ import annotations
 
 import click
+from click.core import ParameterSource
 
 from rllmsim import checks
+from rllmsim.api.compare import prepare
 from rllmsim.commands.multi_value import MultiValueOption
-from rllmsim.commands.options import (deployment_options, parse_goodput, with_trace_model, workload_from_options,
-                                      workload_options)
-from rllmsim.compare import parse_variants, run_comparison, write_comparison
+from rllmsim.commands.options import deployment_options, workload_options
 from rllmsim.rundir import check_new_dir, default_run_dir
 
 
@@ -38,16 +41,14 @@ def command(variant_specs, seed, out_dir, goodput, straggler_factor, step_by_ste
     """
     checks.seed(seed, "--seed")
     checks.straggler_factor(straggler_factor, "--straggler-factor")
-    opts = with_trace_model(opts)
-    variants = parse_variants(variant_specs, opts)
-    workload = workload_from_options(opts)
-    slos = parse_goodput(goodput)
-    base = variants[0].deployment
+    ctx = click.get_current_context()
+    given = {name: value for name, value in opts.items() if ctx.get_parameter_source(name) != ParameterSource.DEFAULT}
+    setup = prepare(list(variant_specs), seed=seed, goodput=goodput, straggler_factor=straggler_factor,
+                    step_by_step=step_by_step, **given)
+    base = setup.variants[0].deployment
     out = check_new_dir(out_dir) if out_dir else default_run_dir(f"compare-{base.model.name}-{base.gpu.name}")
-    comparison = run_comparison(variants, workload, seed=seed, slos_s=slos, straggler_factor=straggler_factor,
-                                fast_forward=not step_by_step,
-                                progress=lambda name: click.echo(f"simulating {name} ...", err=True))
-    write_comparison(comparison, out, html=html, save_runs=save_runs)
+    comparison = setup.run(progress=lambda name: click.echo(f"simulating {name} ...", err=True))
+    comparison.save(out, html=html, save_runs=save_runs)
     click.echo(comparison.format())
     files = ", ".join(f for f in ("compare.json", "compare.csv", "compare.html") if html or f != "compare.html")
     click.echo(f"comparison written to {out} ({files})")

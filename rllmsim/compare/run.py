@@ -98,6 +98,23 @@ class Comparison:
         self.table.to_csv(buffer, index=False, quoting=csv.QUOTE_MINIMAL, float_format="%.10g")
         return buffer.getvalue()
 
+    def save(self, out: str | Path, html: bool = True, save_runs: bool = False) -> Path:
+        """`write_comparison` into the new directory `out`: what `rllmsim compare --out` writes."""
+        return write_comparison(self, out, html=html, save_runs=save_runs)
+
+    def __repr__(self) -> str:
+        return f"<Comparison {', '.join(v.name for v in self.variants)}: {self.title()}>"
+
+    def _repr_html_(self) -> str:
+        """Jupyter: metric values per variant, then each variant's change against the baseline in %."""
+        from rllmsim.api.display import frame_html
+
+        shown = self.wide("value")
+        for name in shown.columns[1:]:
+            shown[f"{name} Δ%"] = self.wide("delta_pct")[name]
+        return frame_html(f"rllmsim compare: {self.title()}", shown,
+                          note=f"baseline {self.baseline}; .table, .wide(), .summaries(), .save(dir)")
+
 
 def _by_variant(group: pd.DataFrame, column: str) -> dict[str, float | None]:
     return {str(v): (None if pd.isna(x) else float(x)) for v, x in zip(group["variant"], group[column])}

@@ -4,4 +4,10 @@ Readers turn each recorded format into a `RecordedRun` (LLMServingSim folders, `
 results) or closed-loop cases (aiconfigurator silicon CSV); `replay.validate` simulates the exact
 requests and `compare` builds the error tables; `diagnose` explains large errors; `plots` draws
 real against simulated KV usage and latency CDFs.
+
+Calling the package, `rllmsim.validate(RUN, ...)`, runs `rllmsim.api.validate.validate`.
 """
+
+from rllmsim.api.callable_module import make_callable
+
+make_callable(__name__, "rllmsim.api.validate:validate")

@@ -1,0 +1,91 @@
+"""`Run`: one simulation's results as a notebook wants them, and the files the CLI writes.
+
+`simulate --out DIR` and `Run.save(DIR)` are the same code, so a run saved from a notebook opens
+with `rllmsim report DIR` exactly as one written by the CLI.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from rllmsim.api.display import headline, table_html
+from rllmsim.deployment import Deployment
+from rllmsim.metrics.bench_json import BENCH_FILE, bench_result
+from rllmsim.rundir import to_jsonable, write_run
+from rllmsim.simulation import RunOutput
+
+
+class Run:
+    """The output of `rllmsim.simulate`: `summary` (the dict summary.json holds), `requests` and
+    `timeline` (DataFrames), and `result` (the engine's full `SimulationResult`)."""
+
+    def __init__(self, output: RunOutput, deployment: Deployment) -> None:
+        self.output = output
+        self.deployment = deployment
+
+    @property
+    def summary(self) -> dict[str, Any]:
+        return self.output.summary
+
+    @property
+    def requests(self) -> pd.DataFrame:
+        return self.output.requests
+
+    @property
+    def timeline(self) -> pd.DataFrame:
+        return self.output.result.timeline
+
+    @property
+    def result(self):
+        return self.output.result
+
+    def report_html(self, timeline: bool = True) -> str:
+        """The page `simulate --report` writes (plotly.js inlined: works offline); without the
+        timeline it leaves out the KV and queue plots, as `--report --no-timeline` does."""
+        from rllmsim.report import run_report_html
+
+        return run_report_html(self.summary, self.requests, self.timeline if timeline else None)
+
+    def report(self, path: str | Path) -> Path:
+        """Write the HTML report to `path` (atomically) and return the path."""
+        from rllmsim.report import write_text_atomic
+
+        return write_text_atomic(path, self.report_html())
+
+    def save(self, path: str | Path, timeline: bool = True, report: bool = False) -> Path:
+        """Write the run directory `simulate --out` writes (requests.parquet, timeline.parquet,
+        summary.json, bench.json in `vllm bench serve --save-result` form, report.html with
+        `report`) into the new directory `path`, atomically."""
+        from rllmsim.report import REPORT_FILE
+
+        tables = {"requests": self.requests, **({"timeline": self.timeline} if timeline else {})}
+        extra = {BENCH_FILE: json.dumps(to_jsonable(self.bench()), indent=2) + "\n"}
+        if report:
+            extra[REPORT_FILE] = self.report_html(timeline)
+        return write_run(path, tables, self.summary, extra_files=extra)
+
+    def bench(self) -> dict[str, Any]:
+        """The run as `vllm bench serve --save-result` writes a result (its keys, ms units), for
+        tools that read vLLM's benchmark files (`rllmsim.metrics.bench_json`)."""
+        return bench_result(self.summary, self.requests, self.result.itl, self.deployment.model.hf_id)
+
+    def title(self) -> str:
+        d = self.deployment
+        return f"{d.model.name} on {d.replicas} x {d.gpu.name} tp{d.tp}"
+
+    def __repr__(self) -> str:
+        s = self.summary
+        ttft, tpot = (s.get(k) or {} for k in ("ttft_s", "tpot_s"))
+        latency = ", ".join(f"{name} p50 {1e3 * stats['p50']:.1f} ms"
+                            for name, stats in (("TTFT", ttft), ("TPOT", tpot)) if stats.get("p50") is not None)
+        return (f"<Run {self.title()}: {s['requests']['completed']} requests in {s['duration_s']:.1f} s, "
+                f"{s['throughput']['output_tokens_per_s']:.1f} output tok/s{', ' + latency if latency else ''}>")
+
+    def _repr_html_(self) -> str:
+        return table_html(f"rllmsim run: {self.title()}", headline(self.summary),
+                          note=f"seed {self.summary.get('seed')}; .summary, .requests, .timeline, "
+                               ".report(path), .save(dir)")
