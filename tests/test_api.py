@@ -102,6 +102,8 @@ def test_display_shows_the_headline_metrics_in_ms(run) -> None:
         assert f"Mean {name} (ms)" in html
         assert f"{1e3 * run.summary[key]['mean']:,.2f}" in html
     assert "Request goodput (req/s)" in html and "<table>" in html
+    assert "fidelity: kernels cost model; nearest validated case" in html  # how far to trust it, as the console says
+    assert ("warning: not a steady state" in html) == (not run.summary["load"]["kept_up"])
     text = repr(run)
     assert text.startswith("<Run deepseek-r1-distill-qwen-7b on 1 x h100-sxm tp1: 30 requests") and "\n" not in text
 

@@ -15,6 +15,7 @@ import pandas as pd
 from rllmsim.api.display import headline, table_html
 from rllmsim.deployment import Deployment
 from rllmsim.metrics.bench_json import BENCH_FILE, bench_result
+from rllmsim.metrics.load import load_warning
 from rllmsim.rundir import to_jsonable, write_run
 from rllmsim.simulation import RunOutput
 
@@ -86,6 +87,11 @@ class Run:
                 f"{s['throughput']['output_tokens_per_s']:.1f} output tok/s{', ' + latency if latency else ''}>")
 
     def _repr_html_(self) -> str:
-        return table_html(f"rllmsim run: {self.title()}", headline(self.summary),
-                          note=f"seed {self.summary.get('seed')}; .summary, .requests, .timeline, "
-                               ".report(path), .save(dir)")
+        return table_html(f"rllmsim run: {self.title()}", headline(self.summary), note=self._note())
+
+    def _note(self) -> str:
+        """What to trust and what went wrong, as the console prints it, then how to look closer."""
+        s = self.summary
+        warning = load_warning(s.get("load"))
+        lines = [*([f"warning: {warning}"] if warning else []), *([s["fidelity"]["line"]] if "fidelity" in s else [])]
+        return " | ".join([*lines, f"seed {s.get('seed')}; .summary, .requests, .timeline, .report(path), .save(dir)"])
