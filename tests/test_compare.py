@@ -39,6 +39,9 @@ def test_compare_end_to_end_prints_one_table_and_writes_files(tmp_path):
     assert out.count("Output token throughput (tok/s)") == 1          # one table, not one per variant
     header = next(line for line in out.splitlines() if line.startswith("Metric"))
     assert header.split() == ["Metric", "baseline", "fp8kv", "seqs"]
+    # how far to trust it: the three variants share one nearest validated case, so one line names them all
+    trust = out.split("fidelity:\n", 1)[1].splitlines()
+    assert trust[0].startswith("  baseline, fp8kv, seqs: kernels cost model; nearest validated case: llama-3.1-8b")
     cmp_dir = tmp_path / "cmp"
     assert sorted(p.name for p in cmp_dir.iterdir()) == ["compare.csv", "compare.html", "compare.json"]
     assert not list(tmp_path.glob(".cmp.*"))                           # no staging left behind

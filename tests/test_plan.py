@@ -186,6 +186,7 @@ def test_plan_command_prints_the_ranking_and_writes_the_plan(tmp_path):
     assert "Deployments that serve 4 req/s" in out and "Cheapest for 4 req/s:" in out
     assert "Pareto front ($/hour vs e2el_p99)" in out and "per million output tokens" in out
     assert "a100-80gb $1.79" in out  # prices are printed with their source
+    assert "How far to trust it: fidelity: kernels cost model; nearest validated case:" in out
     plan = json.loads((tmp_path / "plan" / "plan.json").read_text())
     assert plan["kind"] == "plan" and plan["cheapest"]["label"] in out
     candidates = pd.read_parquet(tmp_path / "plan" / "candidates.parquet")

@@ -69,7 +69,16 @@ class Comparison:
     def format(self) -> str:
         table = format_table(self.table, self.metrics, title=self.title())
         legend = [f"  {v.name}: {' '.join(v.flags) or '(shared deployment)'}" for v in self.variants]
-        return "\n".join([table, "variants:", *legend])
+        return "\n".join([table, "variants:", *legend, *self._fidelity_lines()])
+
+    def _fidelity_lines(self) -> list[str]:
+        """How far to trust each variant: one line per distinct nearest validated case."""
+        shared: dict[str, list[str]] = {}
+        for v in self.variants:
+            trust = self.runs[v.name].summary.get("fidelity")
+            if trust:
+                shared.setdefault(trust["line"].removeprefix("fidelity: "), []).append(v.name)
+        return ["fidelity:", *(f"  {', '.join(names)}: {line}" for line, names in shared.items())] if shared else []
 
     def to_json(self) -> dict[str, Any]:
         workload = self.workload.to_dict() if isinstance(self.workload, WorkloadSpec) \

@@ -26,8 +26,10 @@ from typing import Any, Callable, Iterable, Mapping
 
 import numpy as np
 
+from rllmsim.cost.select import cost_model_for
 from rllmsim.deployment import Deployment
 from rllmsim.errors import ConfigError
+from rllmsim.fidelity import fidelity
 from rllmsim.simulation import WorkloadSpec
 from rllmsim.specs import load_gpu, load_model
 from rllmsim.sweep.executors import Executor, InlineExecutor
@@ -199,6 +201,9 @@ def search_candidate(task: Mapping[str, Any]) -> dict[str, Any]:
         row.update(status="infeasible", reason=str(err), probes=[], wall_s=time.perf_counter() - started)
         return row
     row["num_gpu_blocks"] = unit.num_gpu_blocks
+    trust = fidelity(unit, cost_model_for(unit).provenance())  # the probes' cost model: run_simulation's default
+    if trust is not None:
+        row["fidelity"] = trust["line"]
     price = unit.gpu.price_per_gpu_hour_usd
     row["price_per_gpu_hour_usd"] = price
     cap = settings.target_rate  # nothing is gained by searching past the target

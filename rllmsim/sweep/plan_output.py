@@ -83,6 +83,8 @@ def format_plan(result: PlanResult) -> str:
         lines.append(f"Cheapest for {s.target_rate:g} req/s: {cheapest['replicas']} x {cheapest['label']} "
                      f"({cheapest['gpus']} GPU{'' if cheapest['gpus'] == 1 else 's'}) at {_money(cheapest['cost_per_hour_usd'])}/hour, "
                      f"{_money(cheapest.get('usd_per_million_output_tokens'))} per million output tokens")
+        if cheapest.get("fidelity"):
+            lines.append(f"How far to trust it: {cheapest['fidelity']}")
     else:
         lines.append(f"No candidate serves {s.target_rate:g} req/s within the SLOs.")
     if result.pareto:
