@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 
@@ -205,3 +206,38 @@ def test_plan_command_errors(extra, needle):
     result = CliRunner().invoke(main, ["plan", "--model", MODEL, *extra])
     assert result.exit_code == 2
     assert needle in result.output
+
+
+# -- several seeds --------------------------------------------------------------------------------
+
+def test_several_seeds_size_each_candidate_by_its_worst_seed():
+    from rllmsim.sweep.plan import search_candidate
+
+    settings = small_settings(target_rate=40.0, more_seeds=(1, 2))
+    assert settings.seeds == (0, 1, 2) and PlanSettings.from_dict(settings.to_dict()) == settings
+    row = search_candidate({"settings": settings.to_dict(), "candidate": dataclasses.asdict(Candidate("h100-sxm", 1))})
+    probes = pd.DataFrame(row["probes"])
+    search = probes[probes["stage"] == "search"]
+    assert set(search["seed"]) == {0, 1, 2}
+    best = {seed: float(g.loc[g["ok"], "rate"].max()) for seed, g in search.groupby("seed")}
+    assert row["max_rate"] == min(best.values())  # the worst seed sizes the candidate
+    assert row["max_rate_by_seed"] == ", ".join(f"{s}: {best[s]:.4g}" for s in (0, 1, 2))
+    assert row["max_rate_seed_spread_pct"] == pytest.approx(100 * (max(best.values()) / min(best.values()) - 1))
+    # auto replicas: enough of the worst seed's rate, and the headroom says by how much they exceed the target
+    assert row["replicas"] == math.ceil(40.0 / row["max_rate"] - 1e-9)
+    assert row["headroom_pct"] == pytest.approx(100 * (row["replicas"] * row["max_rate"] / 40.0 - 1))
+    assert row["headroom_pct"] >= 0
+
+
+def test_plan_command_reports_the_seed_spread_and_headroom(tmp_path):
+    args = ["plan", "--model", MODEL, "--gpus", "h100-sxm", "--tp", "1", "--rate", "20", "--max-tokens", "4096",
+            "--max-model-len", "8192", "--duration", "60", "--min-requests", "50", "--max-requests", "200",
+            "--workers", "1", "--seeds", "0,1", "--tolerance", "0.2"]
+    for slo in SLOS:
+        args += ["--slo", slo]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    assert "headroom" in result.output and "Sustainable rate per seed" in result.output
+    assert "seeds 0,1" in result.output
+    clash = CliRunner().invoke(main, [*args, "--seed", "3"])
+    assert clash.exit_code == 2 and "give --seed or --seeds, not both" in clash.output

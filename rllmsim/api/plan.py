@@ -30,7 +30,7 @@ DEFAULT_GPUS = "h100-sxm,h200,b200,a100-80gb"
 OWN_KEYWORDS = ("slo", "model", "gpus", "tp", "quantization", "kv_cache_dtype", "replicas", "max_num_seqs",
                 "max_num_batched_tokens", "max_model_len", "gpu_memory_utilization", "block_size",
                 "enable_chunked_prefill", "router", "duration_s", "min_requests", "max_requests", "warmup",
-                "tolerance", "max_probes", "start_rate", "pareto_metric", "verify", "seed", "workers", "ray",
+                "tolerance", "max_probes", "start_rate", "pareto_metric", "verify", "seed", "seeds", "workers", "ray",
                 "ray_address")
 
 Grid = str | int | Iterable[Any]
@@ -123,11 +123,20 @@ def prepare(*, slo: str | Iterable[str], model: str = DEFAULT_MODEL, gpus: Grid 
             max_requests: int = PlanSettings.max_requests, warmup: float = PlanSettings.warmup,
             tolerance: float = PlanSettings.rel_tol, max_probes: int = PlanSettings.max_probes,
             start_rate: float = PlanSettings.start_rate, pareto_metric: str = PlanSettings.pareto_metric,
-            verify: bool = False, seed: int = 0, workers: int | None = None, ray: bool = False,
-            ray_address: str | None = None, **workload: Any) -> PlanSetup:
+            verify: bool = False, seed: int = 0, seeds: Grid | None = None, workers: int | None = None,
+            ray: bool = False, ray_address: str | None = None, **workload: Any) -> PlanSetup:
     """Check every grid value and setting before the search starts. `workload`: the workload
     keywords of `simulate`, `rate` the target; `num_requests`, when given, fixes the requests per
-    probe (`min_requests` = `max_requests`)."""
+    probe (`min_requests` = `max_requests`). `seeds` ("0,1,2", or a list) searches every candidate
+    under each seed's traffic and sizes it by the worst (instead of `seed` alone)."""
+    all_seeds = _ints(seeds, "--seeds") if seeds is not None else [seed]
+    if seeds is not None and seed != 0:
+        raise ConfigError("give --seed or --seeds, not both (--seeds 0,1,2 searches under each)")
+    if not all_seeds:
+        raise ConfigError("--seeds takes integers such as 0,1,2")
+    for value in all_seeds:
+        checks.seed(value, "--seeds" if seeds is not None else "--seed")
+    seed = all_seeds[0]
     engine = {"max_num_seqs": max_num_seqs, "max_num_batched_tokens": max_num_batched_tokens,
               "max_model_len": max_model_len, "gpu_memory_utilization": gpu_memory_utilization,
               "block_size": block_size, "enable_chunked_prefill": enable_chunked_prefill}
@@ -146,7 +155,8 @@ def prepare(*, slo: str | Iterable[str], model: str = DEFAULT_MODEL, gpus: Grid 
         else _ints(replica_text, "--replicas")
     settings = PlanSettings(model=model, target_rate=target, slos=tuple(parse_slos(_texts(slo))), workload=spec,
                             engine=engine, router=router, duration_s=duration_s, min_requests=min_requests,
-                            max_requests=max_requests, warmup=warmup, seed=seed, rel_tol=tolerance,
+                            max_requests=max_requests, warmup=warmup, seed=seed,
+                            more_seeds=tuple(all_seeds[1:]), rel_tol=tolerance,
                             max_probes=max_probes, start_rate=start_rate, pareto_metric=pareto_metric,
                             verify=verify)
     candidates = candidates_from(_split(gpus), _ints(tp, "--tp"), _split(quantization), _split(kv_cache_dtype),

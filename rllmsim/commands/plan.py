@@ -51,13 +51,15 @@ from rllmsim.engine.router import ROUTERS
 @click.option("--pareto-metric", default="e2el_p99", show_default=True, help="Latency axis of the Pareto front.")
 @click.option("--verify", is_flag=True, help="Also simulate each auto-sized deployment whole at the target rate.")
 @click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seeds", default=None, metavar="0,1,2",
+              help="Search each candidate under every seed's traffic; report the spread and size by the worst.")
 @click.option("--workers", type=int, default=None, help="Candidates searched in parallel (default: CPU count).")
 @click.option("--ray", "use_ray", is_flag=True, help="Search candidates on a local Ray instance.")
 @click.option("--ray-address", default=None, help="Join a running Ray cluster.")
 @click.option("--out", "out_dir", default=None, type=click.Path(file_okay=False),
               help="Write plan.json, candidates.parquet and probes.parquet here.")
 def command(model, gpus, tps, quantizations, kv_dtypes, replicas, router, slos, duration_s, min_requests,
-            max_requests, warmup, rel_tol, max_probes, start_rate, pareto_metric, verify, seed, workers,
+            max_requests, warmup, rel_tol, max_probes, start_rate, pareto_metric, verify, seed, seeds, workers,
             use_ray, ray_address, out_dir, **opts) -> None:
     """Find, per candidate deployment, the highest rate it sustains within the SLOs (bisection),
     and the cheapest deployment for the target --rate, with $/hour and $ per million output tokens.
@@ -72,7 +74,8 @@ def command(model, gpus, tps, quantizations, kv_dtypes, replicas, router, slos, 
     setup = prepare(slo=slos, model=model, gpus=gpus, tp=tps, quantization=quantizations, kv_cache_dtype=kv_dtypes,
                     replicas=replicas, router=router, duration_s=duration_s, min_requests=min_requests,
                     max_requests=max_requests, warmup=warmup, tolerance=rel_tol, max_probes=max_probes,
-                    start_rate=start_rate, pareto_metric=pareto_metric, verify=verify, seed=seed, workers=workers,
+                    start_rate=start_rate, pareto_metric=pareto_metric, verify=verify, seed=seed, seeds=seeds,
+                    workers=workers,
                     ray=use_ray, ray_address=ray_address, **given)
     if out_dir:
         checks.writable_dir(out_dir)

@@ -56,13 +56,13 @@ def probes_frame(result: PlanResult) -> pd.DataFrame:
 def format_plan(result: PlanResult) -> str:
     s = result.settings
     metric = s.pareto_metric
-    header = ["#", "candidate", "max req/s", "replicas", "GPUs", "$/hour", "$/M out tok", "tok/s/GPU",
+    header = ["#", "candidate", "max req/s", "replicas", "headroom", "GPUs", "$/hour", "$/M out tok", "tok/s/GPU",
               "TTFT p99", "TPOT p99", "E2EL p90", _metric_label(metric), "pareto"]
     pareto = {r["label"] for r in result.pareto}
     table = []
     for i, row in enumerate(result.ranked, 1):
         max_rate = _rate(row) + ("/replica" if row.get("replicas_mode") == "auto" else "")
-        table.append([str(i), row["label"], max_rate, str(row["replicas"]), str(row["gpus"]),
+        table.append([str(i), row["label"], max_rate, str(row["replicas"]), _headroom(row), str(row["gpus"]),
                       _money(row["cost_per_hour_usd"]), _money(row.get("usd_per_million_output_tokens")),
                       f"{row.get('output_tokens_per_s_per_gpu', float('nan')):.0f}",
                       format_seconds(row.get("at_target_ttft_p99")), format_seconds(row.get("at_target_tpot_p99")),
@@ -99,10 +99,27 @@ def format_plan(result: PlanResult) -> str:
         lines.append(f"Note: probes of {', '.join(short)} passed over fewer than 2 x their E2EL p90 seconds of "
                      "arrivals, too short to reach steady state; their rates are optimistic. Raise --duration "
                      "or --max-requests, or check with --verify.")
+    if len(s.seeds) > 1:
+        lines.append(f"Sustainable rate per seed (req/s{' per replica' if any(r.get('replicas_mode') == 'auto' for r in result.rows) else ''}; "
+                     "each candidate sized by its worst): " + "; ".join(
+                         f"{row['label']} {row.get('max_rate_by_seed', '')} (spread {row.get('max_rate_seed_spread_pct', 0.0):.0f} %)"
+                         for row in result.rows if row.get("status") in ("ok", "unsustainable")))
     probes = sum(len(row.get("probes", [])) for row in result.rows)
+    seeds = f"seeds {','.join(str(x) for x in s.seeds)}" if len(s.seeds) > 1 else f"seed {s.seed}"
     lines.append(f"{probes} probes, {s.duration_s:g}s of arrivals each ({s.min_requests}-{s.max_requests} "
-                 f"requests per replica), first {s.warmup:.0%} of requests as warm-up, seed {s.seed}")
+                 f"requests per replica), first {s.warmup:.0%} of requests as warm-up, {seeds}")
+    lines.append("headroom: how far the sized deployment's sustainable rate exceeds the target "
+                 "(>= where one replica's search stopped at the target)")
     return "\n".join(lines)
+
+
+def _headroom(row: dict) -> str:
+    """Sustainable rate of the sized deployment over the target, in %; a lower bound where the
+    search stopped at the target itself."""
+    value = row.get("headroom_pct")
+    if value is None:
+        return "-"
+    return f"{'>=' if row.get('headroom_is_lower_bound') else ''}{value:.0f}%"
 
 
 def _metric_label(metric: str) -> str:
