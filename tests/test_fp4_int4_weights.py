@@ -11,7 +11,7 @@ import pytest
 
 from bad_input_helpers import SIMULATE, assert_refused
 from rllmsim.cost.kernels.model import KernelCostModel
-from rllmsim.cost.kernels.ops import gemm_dtype, lm_head_dtype, moe_dtype
+from rllmsim.cost.kernels.ops import LM_HEAD_DTYPE, gemm_dtype, moe_dtype
 from rllmsim.cost.kernels.tables import KernelTables, shipped_tables
 from rllmsim.cost.roofline import RooflineCostModel
 from rllmsim.cost import select
@@ -95,7 +95,7 @@ def test_deepseek_r1_as_nvfp4_by_hand():
 # -- kernels -------------------------------------------------------------------------------------
 def test_nvfp4_moe_and_gemms_hit_the_nvfp4_rows_on_b200():
     d = deploy("deepseek-r1", "b200", tp=8, quantization="nvfp4")
-    assert (gemm_dtype(d), moe_dtype(d), lm_head_dtype(d)) == ("nvfp4", "nvfp4", "bfloat16")
+    assert (gemm_dtype(d), moe_dtype(d), LM_HEAD_DTYPE) == ("nvfp4", "nvfp4", "bfloat16")
     cost = KernelCostModel(d, shipped_tables("b200"))
     assert cost.provenance()["ops"]["moe"] == "fused MoE table"
     row = rows("b200", "moe", dtype="nvfp4", hidden=7168, inter=2048, topk=8, experts=256, tp=8, ep=1, tokens=64)

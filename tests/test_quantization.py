@@ -58,3 +58,22 @@ def test_fp8_weights_use_fp8_tensor_cores_where_present(base):
     assert RooflineCostModel(fp8).step_time(big)[0] < RooflineCostModel(base).step_time(big)[0]
     assert fp8.weight_bytes_per_gpu < base.weight_bytes_per_gpu / 1.8
     assert base.weight_bytes_per_gpu / GIB == pytest.approx(27.5, rel=0.03)  # 14.8B params x 2 bytes
+
+
+def test_the_lm_head_stays_bf16_under_fp8_in_both_cost_models():
+    """vLLM quantizes linear layers, not the ParallelLMHead: an fp8 deployment's lm_head costs what
+    a bf16 one's does (kernel tables), and runs at the bf16 peak (roofline)."""
+    from rllmsim.cost.kernels.model import KernelCostModel
+    from rllmsim.cost.kernels.tables import shipped_tables
+    from rllmsim.cost.roofline import RooflineCostModel
+    from rllmsim.deployment import Deployment
+    from rllmsim.specs import load_gpu, load_model
+
+    model, gpu = load_model("llama-3.1-70b"), load_gpu("h100-sxm")
+    bf16 = Deployment(model=model, gpu=gpu, tp=4, max_model_len=8192)
+    fp8 = Deployment(model=model, gpu=gpu, tp=4, quantization="fp8", max_model_len=8192)
+    tables = shipped_tables("h100-sxm")
+    heads = [KernelCostModel(d, tables).breakdown(0, 0, 8, 1024)["lm_head"] for d in (bf16, fp8)]
+    assert heads[0] > 0 and heads[1] == heads[0]
+    rooflines = [RooflineCostModel(d)._s_per_sample for d in (bf16, fp8)]
+    assert rooflines[1] == rooflines[0]

@@ -107,7 +107,8 @@ class RooflineCostModel:
         bytes_per_s = gpu.hbm_bandwidth_gbps * GIGA * p.memory_efficiency
         # seconds per token through the layers, per sampled token through lm_head
         self._s_per_token = 2.0 * model.layer_linear_params_per_token() / tp / gemm_flops_per_s
-        self._s_per_sample = 2.0 * model.lm_head_params / tp / gemm_flops_per_s
+        # the lm_head stays bf16 under every quantization method (kernels/ops.py lm_head_dtype)
+        self._s_per_sample = 2.0 * model.lm_head_params / tp / (gpu.bf16_tflops * TERA * p.gemm_efficiency)
         dense_bytes, expert_bytes = self._split_weight_bytes()
         self._dense_read_s = dense_bytes / bytes_per_s
         self._expert_read_s = expert_bytes / bytes_per_s

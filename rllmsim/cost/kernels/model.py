@@ -22,7 +22,7 @@ from rllmsim.cost.features import StepFeatures
 from rllmsim.cost.kernels import sources
 from rllmsim.cost.kernels.host import HostParams, combine
 from rllmsim.cost.kernels.lookup import Curve, TabulatedCurve
-from rllmsim.cost.kernels.ops import (KERNELS_PER_LAYER, capture_sizes, gemm_dtype, layer_shapes, lm_head_dtype,
+from rllmsim.cost.kernels.ops import (KERNELS_PER_LAYER, capture_sizes, gemm_dtype, layer_shapes, LM_HEAD_DTYPE,
                                       max_capture_size, moe_dtype)
 from rllmsim.cost.kernels.tables import KernelTables
 from rllmsim.deployment import Deployment
@@ -110,7 +110,7 @@ class KernelCostModel:
             self.ops = sources.from_layer_profile(profile, shapes, tokens, seqs)
         else:
             self.ops = sources.from_database(tables, shapes, gemm_dtype(d), kv_dtype, d.model,
-                                             d.gpu.hbm_bandwidth_gbps, tokens, seqs, lm_head_dtype(d))
+                                             d.gpu.hbm_bandwidth_gbps, tokens, seqs, LM_HEAD_DTYPE)
         if parallel.lockstep(d):  # routed experts run over all DP ranks' tokens: rllmsim.cost.data_parallel
             self.ops.token_ops.pop("moe", None)
         elif d.model.num_moe_layers and "moe" not in self.ops.token_ops:

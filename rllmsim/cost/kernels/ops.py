@@ -90,10 +90,12 @@ def moe_dtype(deployment: Deployment) -> str:
     return _EXPERT_DTYPES.get(canonical_quantization(deployment.quantization) or "", gemm_dtype(deployment))
 
 
-def lm_head_dtype(deployment: Deployment) -> str:
-    """The lm_head's GEMM dtype: bf16 for NVFP4 (ModelOpt leaves lm_head unquantized, and its FP4
-    GEMMs would undercount it), else the layers' dtype as before."""
-    return "bfloat16" if canonical_quantization(deployment.quantization) == "nvfp4" else gemm_dtype(deployment)
+#: The lm_head's GEMM dtype, bf16 whatever the layers run: vLLM's quantization methods quantize
+#: linear layers (`LinearBase`) and fused experts, and the lm_head is a `ParallelLMHead`, a
+#: vocab-parallel embedding, which they leave unquantized (vLLM 0.32
+#: `model_executor/layers/quantization/fp8.py` `get_quant_method`; ModelOpt's NVFP4 and the
+#: compressed-tensors checkpoints list it as ignored), as its weight bytes already count it.
+LM_HEAD_DTYPE = "bfloat16"
 
 
 def layer_shapes(deployment: Deployment) -> LayerShapes:
