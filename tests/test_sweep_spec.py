@@ -111,6 +111,15 @@ def test_keys_survive_new_fields_at_their_defaults():
     assert run_key(changed) != run["key"]
 
 
+def test_keys_change_with_the_key_version(monkeypatch):
+    """A config whose meaning changed (KEY_VERSION bumped) is not mistaken for an old result."""
+    from rllmsim.sweep import spec as sweep_spec
+
+    run = parse_spec(BASE).expand()[0]
+    monkeypatch.setattr(sweep_spec, "KEY_VERSION", sweep_spec.KEY_VERSION - 1)
+    assert sweep_spec.run_key(run) != run["key"]
+
+
 def test_duration_sets_the_request_count_from_each_rate():
     spec = parse_spec("workload: {rate: [0.5, 4], arrival: [gamma, poisson]}\nduration_s: 600\n")
     counts = {(r["workload"]["rate"], r["workload"]["arrival"]): r["workload"]["num_requests"] for r in spec.expand()}

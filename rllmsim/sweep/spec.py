@@ -46,7 +46,8 @@ from rllmsim.specs import load_gpu, load_model
 from rllmsim.sweep.slo import SLO, parse_slos
 
 #: Bump when the meaning of a run config changes, so old results are not mistaken for new ones.
-KEY_VERSION = 1
+#: 2: `spec_acceptance_rate` became vLLM's accepted / drafted tokens (it was a per-position probability).
+KEY_VERSION = 2
 
 TOP_LEVEL = ("name", "description", "seed", "seeds", "deployment", "workload", "slos", "fast_forward",
              "straggler_factor", "duration_s")
