@@ -151,12 +151,28 @@ class Deployment:
 
     @property
     def kv_bytes_per_token_per_gpu(self) -> float:
+        """The target model's KV bytes per token on one GPU (what its attention reads)."""
+        return self._kv_bytes_per_token(self.model)
+
+    @property
+    def drafter_kv_bytes_per_token_per_gpu(self) -> float:
+        """A speculative drafter's KV bytes per token on one GPU: its attention layers are layers of
+        the same engine, and vLLM gives them blocks of the same pool (the model runner's KV cache
+        spec lists every attention layer, the drafter's included). 0 for n-gram lookup, and for a
+        hybrid sliding-window target, whose drafter layers would change vLLM's grouping (not
+        modelled: those runs count the target's layers only)."""
+        drafter = self.drafter
+        if drafter is None or self.kv_layout.hybrid:
+            return 0.0
+        return self._kv_bytes_per_token(drafter)
+
+    def _kv_bytes_per_token(self, model: ModelSpec) -> float:
         """KV heads are split across TP ranks; with more ranks than KV heads they are replicated.
         An MLA latent is not split: every TP rank keeps the whole latent, as vLLM does."""
-        if self.model.attention.is_mla:
-            return self.model.kv_bytes_per_token(dtype_bytes(self.kv_cache_dtype))
-        kv_heads_per_gpu = max(1, self.model.num_kv_heads // self.tp)
-        per_head = self.model.kv_bytes_per_token(dtype_bytes(self.kv_cache_dtype)) / self.model.num_kv_heads
+        if model.attention.is_mla:
+            return model.kv_bytes_per_token(dtype_bytes(self.kv_cache_dtype))
+        kv_heads_per_gpu = max(1, model.num_kv_heads // self.tp)
+        per_head = model.kv_bytes_per_token(dtype_bytes(self.kv_cache_dtype)) / model.num_kv_heads
         return per_head * kv_heads_per_gpu
 
     @property
@@ -168,12 +184,12 @@ class Deployment:
     @property
     def kv_block_bytes(self) -> float:
         """Bytes of one pool block per GPU: `block_size` tokens of the layers one block holds
-        (all of them, or one hybrid group's)."""
+        (all of them, or one hybrid group's), and the drafter's layers beside them."""
         layout = self.kv_layout
         per_token = self.kv_bytes_per_token_per_gpu
         if layout.hybrid:
             per_token = per_token * layout.layers_per_block / self.model.num_layers
-        return self.block_size * per_token
+        return self.block_size * (per_token + self.drafter_kv_bytes_per_token_per_gpu)
 
     def max_request_blocks(self, tokens: int) -> int:
         """Pool blocks one request of up to `tokens` tokens may need at once, as vLLM's start-up
@@ -249,6 +265,8 @@ class Deployment:
         out["kv_capacity_source"] = self.kv_capacity_source
         out["weight_gib_per_gpu"] = round(self.weight_bytes_per_gpu / GIB, 3)
         out["kv_bytes_per_token_per_gpu"] = self.kv_bytes_per_token_per_gpu
+        if self.drafter_kv_bytes_per_token_per_gpu:
+            out["drafter_kv_bytes_per_token_per_gpu"] = self.drafter_kv_bytes_per_token_per_gpu
         layout = self.kv_layout
         if layout.hybrid:
             out["kv_layers_per_block"] = layout.layers_per_block

@@ -140,3 +140,30 @@ def test_fast_forward_equals_step_by_step_with_a_moe_drafter(r1, method, k):
     for column in ("first_scheduled_s", "first_token_s", "finish_s"):
         np.testing.assert_array_equal(fast[column].to_numpy(), slow[column].to_numpy(), err_msg=column)
     assert (fast["output_tokens"] == slow["output_tokens"]).all()
+
+
+def test_the_drafter_layers_take_blocks_of_the_same_kv_pool():
+    """vLLM's KV cache spec lists every attention layer of the engine, the drafter's included: a
+    block holds block_size tokens of the target's layers and of the drafter's."""
+    from rllmsim.deployment import Deployment
+    from rllmsim.specs import load_gpu, load_model
+
+    target, gpu = load_model("deepseek-r1-distill-qwen-7b"), load_gpu("h100-sxm")
+    plain = Deployment(model=target, gpu=gpu)
+    eagle = Deployment(model=target, gpu=gpu, speculative_method="eagle", num_speculative_tokens=3)
+    draft = Deployment(model=target, gpu=gpu, speculative_method="draft_model", num_speculative_tokens=3,
+                       draft_model=load_model("deepseek-r1-distill-qwen-1.5b"))
+    ngram = Deployment(model=target, gpu=gpu, speculative_method="ngram", num_speculative_tokens=3)
+    # by hand: Qwen2-7B: 28 layers x 4 KV heads x 128 x (K, V) x 2 bytes = 57,344 B per token;
+    # an EAGLE head is one such layer (2,048 B); the 1.5B draft 28 layers x 2 KV heads (28,672 B)
+    assert plain.kv_bytes_per_token_per_gpu == eagle.kv_bytes_per_token_per_gpu == 57344
+    assert (eagle.drafter_kv_bytes_per_token_per_gpu, draft.drafter_kv_bytes_per_token_per_gpu) == (2048, 28672)
+    assert ngram.drafter_kv_bytes_per_token_per_gpu == 0 and ngram.num_gpu_blocks == plain.num_gpu_blocks
+    for d, per_token in ((eagle, 57344 + 2048), (draft, 57344 + 28672)):
+        assert d.kv_block_bytes == 16 * per_token
+        assert d.num_gpu_blocks == int(d.kv_budget_bytes // (16 * per_token))
+    assert draft.num_gpu_blocks < eagle.num_gpu_blocks < plain.num_gpu_blocks
+    # DeepSeek-R1's MTP module is one MLA layer: its latent (512 + 64) x 2 bytes beside the 61 layers'
+    r1 = Deployment(model=load_model("deepseek-r1"), gpu=load_gpu("h200"), tp=8, speculative_method="mtp",
+                    num_speculative_tokens=1)
+    assert (r1.kv_bytes_per_token_per_gpu, r1.drafter_kv_bytes_per_token_per_gpu) == (61 * 1152, 1152)
