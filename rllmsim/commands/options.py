@@ -79,7 +79,7 @@ _DEPLOYMENT_OPTIONS = [
                  help="MoE: each of the DP x TP GPUs holds whole experts (expert parallelism) instead of a slice of every expert."),
     click.option("--router", default="round-robin", show_default=True, type=RouterSpec(),
                  help=f"{', '.join(ROUTERS)}; the cache-aware ones take weights, as in "
-                 "kv-aware:prefix=3,kv=2,queue=2 or dynamo-kv:overlap=1 (docs/routing.md)."),
+                 "kv-aware:prefix=3,kv=2,queue=2 or dynamo-kv:overlap=1 (docs/architectures.md)."),
 ]
 
 _WORKLOAD_OPTIONS = [
