@@ -11,13 +11,25 @@ import click
 
 from rllmsim.deployment import DEFAULT_VLLM_VERSION, Deployment
 from rllmsim.engine.acceptance import DEFAULT_ACCEPTANCE_SPREAD
-from rllmsim.engine.router import ROUTERS
+from rllmsim.engine.router import ROUTERS, parse_router
 from rllmsim import checks
 from rllmsim.errors import ConfigError
 from rllmsim.simulation import CLOSED, WorkloadSpec
 from rllmsim.spec_decode import METHOD_ALIASES, METHOD_NAMES, SPECULATIVE_METHODS
 from rllmsim.specs import GPUSpec, ModelSpec, load_gpu, load_model
 from rllmsim.workload.traces import bench_model_id
+
+
+class RouterSpec(click.ParamType):
+    """--router checked when parsed (by the CLI and by the API's keywords alike), so a bad name or
+    weight is one line before anything is built."""
+
+    name = "router"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
+        parse_router(value)
+        return str(value)
+
 
 DEFAULT_MODEL = "deepseek-r1-distill-qwen-7b"
 DEFAULT_GPU = "h100-sxm"
@@ -65,7 +77,9 @@ _DEPLOYMENT_OPTIONS = [
     click.option("--disable-custom-all-reduce", is_flag=True, help="TP all-reduces through NCCL only."),
     click.option("--enable-expert-parallel", is_flag=True,
                  help="MoE: each of the DP x TP GPUs holds whole experts (expert parallelism) instead of a slice of every expert."),
-    click.option("--router", type=click.Choice(sorted(ROUTERS)), default="round-robin", show_default=True),
+    click.option("--router", default="round-robin", show_default=True, type=RouterSpec(),
+                 help=f"{', '.join(ROUTERS)}; the cache-aware ones take weights, as in "
+                 "kv-aware:prefix=3,kv=2,queue=2 or dynamo-kv:overlap=1 (docs/architectures.md)."),
 ]
 
 _WORKLOAD_OPTIONS = [

@@ -58,7 +58,6 @@ class Cluster:
         self.deployment = deployment
         self.env = simpy.Environment()
         self.ledger = RequestLedger(requests)
-        self.router = make_router(router)
         self.client = client
         self.timeline = TimelineRecorder()
         self.itl = LogHistogram()
@@ -73,6 +72,8 @@ class Cluster:
             rng = rng if rng is not None else np.random.default_rng(0)
             self.ledger.accept_rate[:] = spec_decode.request_rate_units(deployment, self.ledger.size, rng)
         self.replicas = self._build_replicas(config, cost_model, fast_forward)
+        self.router = make_router(router, self.ledger, deployment.block_size,
+                                  [r.kv_capacity_blocks for r in self.replicas])
         self.outstanding = np.zeros(len(self.replicas), dtype=np.int64)
         self.arrivals = 0
 
@@ -116,7 +117,7 @@ class Cluster:
             return waiter
         if waiter is not None:
             self._waiters[rid] = waiter
-        index = self.router.choose(self.replicas, self.outstanding, self.env.now)
+        index = self.router.choose(rid, self.replicas, self.outstanding, self.env.now)
         self.outstanding[index] += 1
         self.ledger.replica[rid] = index
         self.replicas[index].enqueue(rid)

@@ -5,21 +5,30 @@ the replicas' state at the arrival instant; ties go to the lowest replica index,
 deterministic and needs no random draws. The cluster keeps each replica's outstanding count
 (running + waiting) in one array, so the common policies cost one `argmin` per request rather than
 a Python loop over replicas.
+
+A router is named by a spec, `NAME` or `NAME:key=value,...`: the cache-aware routers
+(`kv_routing.py`) take their scorer weights there, e.g. `kv-aware:prefix=3,kv=2,queue=2` or
+`dynamo-kv:overlap=1`, so one string carries a router through the CLI, the API, compare variants
+and sweeps alike.
 """
 
 from __future__ import annotations
 
 from typing import Protocol, Sequence
 
+import math
+
 import numpy as np
 
+from rllmsim.engine.kv_routing import DynamoCost, WeightedScorers
 from rllmsim.engine.replica import Replica
+from rllmsim.engine.request import RequestLedger
 from rllmsim.errors import ConfigError
 
 
 class Router(Protocol):
-    def choose(self, replicas: Sequence[Replica], outstanding: np.ndarray, now: float) -> int:
-        """Index of the replica that gets the next request; `outstanding[i]` is replica i's
+    def choose(self, rid: int, replicas: Sequence[Replica], outstanding: np.ndarray, now: float) -> int:
+        """Index of the replica that gets request `rid`; `outstanding[i]` is replica i's
         running plus waiting requests."""
         ...
 
@@ -30,7 +39,7 @@ class RoundRobin:
     def __init__(self) -> None:
         self._next = 0
 
-    def choose(self, replicas: Sequence[Replica], outstanding: np.ndarray, now: float) -> int:
+    def choose(self, rid: int, replicas: Sequence[Replica], outstanding: np.ndarray, now: float) -> int:
         index = self._next % len(replicas)
         self._next += 1
         return index
@@ -39,14 +48,14 @@ class RoundRobin:
 class LeastOutstanding:
     """The replica with the fewest running plus waiting requests."""
 
-    def choose(self, replicas: Sequence[Replica], outstanding: np.ndarray, now: float) -> int:
+    def choose(self, rid: int, replicas: Sequence[Replica], outstanding: np.ndarray, now: float) -> int:
         return int(outstanding.argmin())
 
 
 class LeastKVUsage:
     """The replica with the smallest share of KV blocks in use, then the fewest outstanding."""
 
-    def choose(self, replicas: Sequence[Replica], outstanding: np.ndarray, now: float) -> int:
+    def choose(self, rid: int, replicas: Sequence[Replica], outstanding: np.ndarray, now: float) -> int:
         keys = [(r.kv_blocks_used(now) / r.kv_capacity_blocks, int(outstanding[i]))
                 for i, r in enumerate(replicas)]
         return keys.index(min(keys))
@@ -56,10 +65,45 @@ ROUTERS: dict[str, type] = {
     "round-robin": RoundRobin,
     "least-outstanding": LeastOutstanding,
     "least-kv": LeastKVUsage,
+    "kv-aware": WeightedScorers,
+    "dynamo-kv": DynamoCost,
 }
 
 
-def make_router(name: str) -> Router:
+def parse_router(spec: str) -> tuple[str, dict[str, float]]:
+    """`NAME[:key=value,...]` -> (name, weights with the router's defaults filled in); a
+    one-line ConfigError naming the router or weight and the fix when the spec is wrong."""
+    name, _, given = str(spec).partition(":")
+    name = name.strip()
     if name not in ROUTERS:
         raise ConfigError(f"unknown router {name!r}; choose one of: {', '.join(ROUTERS)}")
+    defaults: dict[str, float] = getattr(ROUTERS[name], "WEIGHTS", {})
+    weights = dict(defaults)
+    for part in filter(None, (p.strip() for p in given.split(","))):
+        key, _, value = part.partition("=")
+        key = key.strip()
+        if not defaults:
+            raise ConfigError(f"router {name!r} takes no weights; write --router {name}")
+        if key not in defaults:
+            raise ConfigError(f"router {name!r}: unknown weight {key!r}; it takes {', '.join(defaults)}, "
+                              f"as in {_example(name, defaults)}")
+        try:
+            weights[key] = float(value)
+        except ValueError:
+            raise ConfigError(f"router {name!r}: weight {key}={value!r} is not a number; write e.g. "
+                              f"{_example(name, defaults)}") from None
+        if not math.isfinite(weights[key]) or weights[key] < 0:
+            raise ConfigError(f"router {name!r}: weight {key}={value} must be a finite number >= 0")
+    return name, weights
+
+
+def _example(name: str, defaults: dict[str, float]) -> str:
+    return f"{name}:" + ",".join(f"{k}={v:g}" for k, v in defaults.items())
+
+
+def make_router(spec: str, ledger: RequestLedger, block_size: int, capacities: list[int]) -> Router:
+    """The router `spec` names, for replicas of `capacities` KV blocks serving `ledger`'s requests."""
+    name, weights = parse_router(spec)
+    if weights:
+        return ROUTERS[name](ledger, block_size, capacities, **weights)
     return ROUTERS[name]()
