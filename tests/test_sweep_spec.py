@@ -74,6 +74,7 @@ def test_keys_change_with_any_input():
     ("deployment: {gpu: [h100-sxm, h1000]}\n", "deployment.gpu:"),
     ("deployment: {model: [not-a-model]}\n", "deployment.model:"),
     ("deployment: {router: [random]}\n", "deployment.router: unknown router 'random'"),
+    ("deployment: {router: ['kv-aware:prefix=x']}\n", "deployment.router:"),
     ("workload: {arrival: [gamma, poison]}\n", "workload: unknown arrival 'poison'"),
     ("workload: {num_requests: 0}\n", "num_requests must be >= 1"),
     ("slos: {ttft_p99: 10}\n", "not a duration with a unit"),
@@ -139,3 +140,8 @@ def test_example_specs_parse(path):
 
     runs = load_spec(path).expand()
     assert len(runs) >= 48 and len({r["key"] for r in runs}) == len(runs)
+
+
+def test_a_sweep_takes_cache_aware_routers_with_their_weights():
+    runs = parse_spec("deployment: {router: [round-robin, 'kv-aware:prefix=2,kv=1,queue=1']}\n").expand()
+    assert [r["deployment"]["router"] for r in runs] == ["round-robin", "kv-aware:prefix=2,kv=1,queue=1"]

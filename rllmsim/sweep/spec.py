@@ -38,7 +38,7 @@ import yaml
 
 from rllmsim import checks
 from rllmsim.deployment import Deployment
-from rllmsim.engine.router import ROUTERS
+from rllmsim.engine.router import parse_router
 from rllmsim.errors import ConfigError
 from rllmsim.file_checks import load_yaml
 from rllmsim.simulation import WorkloadSpec
@@ -309,9 +309,10 @@ def _validate_names(spec: SweepSpec) -> None:
                 raise ConfigError(f"sweep spec deployment.{key}: {err}") from None
     routers = spec.deployment.get("router", [])
     for value in routers if isinstance(routers, list) else [routers]:
-        if value not in ROUTERS:
-            raise ConfigError(f"sweep spec deployment.router: unknown router {value!r}; "
-                              f"choose one of: {', '.join(sorted(ROUTERS))}")
+        try:
+            parse_router(value)  # a name, or a cache-aware router with its weights (kv-aware:prefix=2)
+        except ConfigError as err:
+            raise ConfigError(f"sweep spec deployment.router: {err}") from None
     axes = [(k, v if isinstance(v, list) else [v]) for k, v in spec.workload.items()]
     for combo in itertools.product(*(v for _, v in axes)):
         try:
