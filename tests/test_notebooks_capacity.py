@@ -28,5 +28,8 @@ def test_notebook_executes(name, monkeypatch, tmp_path):
                      for out in cell.get("outputs", []) if out.get("output_type") == "stream")
     if name == "capacity_planning.ipynb":
         assert "Cheapest for 6 req/s" in text
+        shown = [out["data"].get("text/html", "") for cell in book.cells if cell.cell_type == "code"
+                 for out in cell.get("outputs", []) if out.get("output_type") == "execute_result"]
+        assert any("rllmsim run: deepseek-r1-distill-qwen-1.5b" in h and "fidelity:" in h for h in shown)
     else:
         assert "replica sustains" in text and "today's deployment" in text
