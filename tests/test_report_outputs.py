@@ -113,7 +113,7 @@ def test_a_compare_directory_gets_a_report(compare_dirs):
 
 def test_a_validate_directory_keeps_its_own_report(tmp_path):
     (tmp_path / "validation.json").write_text("{}")
-    with pytest.raises(ConfigError, match="rerun it with --out"):
+    with pytest.raises(ConfigError, match="rerun `rllmsim validate RUN --out DIR`"):
         write_report(tmp_path)  # no report.html: validate must write it
     (tmp_path / "report.html").write_text("<html>from validate</html>")
     result = CliRunner().invoke(main, ["report", str(tmp_path)])
@@ -157,3 +157,11 @@ def test_reports_in_one_folder_share_one_plotlyjs(compare_dirs):
 @pytest.mark.parametrize("seconds, text", [(0.02351, "23.5"), (53.61, "53,610"), (None, "-"), (float("nan"), "-")])
 def test_plan_latencies_print_in_ms(seconds, text):
     assert format_ms(seconds) == text
+
+
+@pytest.mark.parametrize("content", ['{"variants": 3}', '{"variants": [{"name": "a"}]}', "[1]", "{"])
+def test_a_damaged_compare_json_is_one_line(tmp_path, content):
+    (tmp_path / "compare.json").write_text(content)
+    result = CliRunner().invoke(main, ["report", str(tmp_path)])
+    assert result.exit_code == 2 and len(result.output.strip().splitlines()) == 1, result.output
+    assert "compare.json" in result.output

@@ -66,7 +66,8 @@ def plan_report_html(directory: Path, plotlyjs: str = "inline") -> str:
                        plotlyjs)
 
 
-#: Each kind of directory, the file that marks it (checked in this order) and what it holds.
+#: Each kind of directory and the file that marks it, checked in this order (a run's summary.json
+#: counts only beside requests.parquet).
 KINDS = (("sweep", "results.parquet"), ("plan", "plan.json"), ("compare", "compare.json"),
          ("validate", "validation.json"), ("run", "summary.json"))
 EXPECTED = ("a run (summary.json + requests.parquet), a sweep (results.parquet), a plan (plan.json), "
@@ -93,7 +94,7 @@ def build_report(path: str | Path, plotlyjs: str = "inline") -> str:
     kind = directory_kind(directory)
     if kind == "validate":
         raise ConfigError(f"{directory}: a validation's report.html is written by `rllmsim validate` from the "
-                          "replay; rerun it with --out to rebuild the page")
+                          "replay; rerun `rllmsim validate RUN --out DIR` to rebuild the page")
     builders = {"sweep": sweep_report_html, "plan": plan_report_html, "compare": compare_report_html,
                 "run": lambda d, mode: run_report_html(*read_run(d), plotlyjs=mode)}
     # the files are data from disk: a value of the wrong type deep in them is one line too
