@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import subprocess
@@ -60,8 +61,8 @@ def dirs(tmp_path_factory) -> dict[str, Path]:
 
 EXPECTED = {
     "run": ["KV cache blocks in use per replica", "Running and waiting requests", "Latency CDFs",
-            "Requests over time (Gantt)", "Per dataset"],
-    "sweep": ["Metrics vs rate", "Cost per hour vs P99 E2EL"],
+            "Requests over time (Gantt)", "Why stragglers are long", "Per dataset"],
+    "sweep": ["Metrics vs rate", "Cost per hour vs P99 E2EL", "TTFT p99 (ms)"],
     "plan": ["$/hour vs e2el_p99 at 4 req/s", "Highest sustainable rate", "Bisection probes"],
 }
 
@@ -84,8 +85,26 @@ def test_run_report_knows_replicas_capacity_and_datasets(dirs):
     assert "aime-2024" in page and "math-500" in page and "straggler" in page
 
 
+def test_latencies_read_in_ms_and_the_plan_table_has_its_target_columns(dirs):
+    run = (dirs["run"] / "report.html").read_text()
+    assert "E2EL p99 (ms)" in run and "TTFT p50 (ms)" in run and "(s)" not in run.split("Per-dataset")[1][:2000]
+    sweep = (dirs["sweep"] / "report.html").read_text()
+    assert "E2EL p99 (ms)" in sweep and "TTFT p99 (s)" not in sweep
+    candidates = pd.read_parquet(dirs["plan"] / "candidates.parquet")
+    met = candidates[candidates["meets_target"].fillna(False).astype(bool)]
+    assert len(met) and met["at_target_kv_peak_pct"].between(0, 100).all() and (met["at_target_preemptions"] >= 0).all()
+    assert (met["at_target_ttfvt_p99"] >= met["at_target_ttft_p99"]).all()  # the answer comes after the reasoning
+    text = json.loads((dirs["plan"] / "plan.json").read_text())["text"]
+    lines = text.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.lstrip().startswith("#"))
+    header, rows = lines[start], lines[start + 2:lines.index("", start)]
+    for column in ("TTFT p99 ms", "TTFVT p99 ms", "KV peak", "preempt", "headroom"):
+        assert column in header
+    assert rows and not any(re.search(r"\d(ms|s)\b", row) for row in rows)  # bare ms numbers, no units mixed in
+
+
 def test_report_of_anything_else_is_a_one_line_error(tmp_path):
-    with pytest.raises(ConfigError, match="neither a run"):
+    with pytest.raises(ConfigError, match="not a directory rllmsim writes"):
         build_report(tmp_path)
     result = CliRunner().invoke(main, ["report", str(tmp_path / "missing")])
     assert result.exit_code == 2 and "not a directory" in result.output

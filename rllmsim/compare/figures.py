@@ -1,4 +1,4 @@
-"""The comparison page: one self-contained HTML file (plotly.js inlined) with the delta table,
+"""The comparison page: one HTML file (plotly.js inlined unless asked otherwise) with the delta table,
 KV-cache usage, running and waiting sequences over time, and latency CDFs per variant.
 
 Timelines are binned: each replica's timeline rows are integrated over time (a row carries its
@@ -9,7 +9,8 @@ over replicas. That keeps a page for a million-step run small without inventing 
 from __future__ import annotations
 
 import html
-from typing import TYPE_CHECKING, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -18,6 +19,8 @@ import plotly.io as pio
 from plotly.subplots import make_subplots
 
 from rllmsim.compare.table import METRICS, Metric, format_delta, format_value
+from rllmsim.report.html import plotlyjs_tag
+from rllmsim.report.latency import latencies
 
 if TYPE_CHECKING:
     from rllmsim.compare.run import Comparison
@@ -62,7 +65,24 @@ def _cdf(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.quantile(values, probs), probs
 
 
-def build_figure(comparison: "Comparison") -> go.Figure:
+@dataclass(frozen=True)
+class VariantRun:
+    """What the page draws of one variant: its summary and its requests and timeline tables, from
+    a comparison in memory or from a compare directory's runs/NAME/ (written with --save-runs)."""
+
+    name: str
+    summary: Mapping[str, Any]
+    requests: pd.DataFrame
+    timeline: pd.DataFrame
+
+    @property
+    def capacity_blocks(self) -> int:
+        """KV blocks of every replica together (the summary's capacity is per replica)."""
+        replicas = self.summary.get("config", {}).get("deployment", {}).get("replicas", 1)
+        return int(self.summary.get("kv", {}).get("capacity_blocks", 0)) * int(replicas)
+
+
+def build_figure(runs: Sequence[VariantRun]) -> go.Figure:
     fig = make_subplots(
         rows=4, cols=2, specs=[[{"colspan": 2}, None], [{}, {}], [{}, {}], [{}, {}]],
         subplot_titles=("KV-cache usage (% of capacity, binned time average)", "Running sequences",
@@ -70,32 +90,26 @@ def build_figure(comparison: "Comparison") -> go.Figure:
                         "Output token throughput"),
         vertical_spacing=0.07, horizontal_spacing=0.08,
     )
-    horizon = max((float(run.result.timeline["end_s"].max()) for run in comparison.runs.values()
-                   if len(run.result.timeline)), default=0.0)
+    horizon = max((float(run.timeline["end_s"].max()) for run in runs if len(run.timeline)), default=0.0)
     edges = np.linspace(0.0, horizon, TIME_BINS + 1) if horizon > 0 else np.array([0.0, 1.0])
     mids = 0.5 * (edges[:-1] + edges[1:])
-    for i, (name, run) in enumerate(comparison.runs.items()):
+    for i, run in enumerate(runs):
         color = PALETTE[i % len(PALETTE)]
-        variant = comparison.variants[i]
-        timeline, requests = run.result.timeline, run.requests
-        capacity = run.result.capacity_blocks * variant.deployment.replicas
-        kv_pct = 100.0 * binned_mean(timeline, "kv_blocks", edges) / max(capacity, 1)
+        name, timeline = run.name, run.timeline
+        kv_pct = 100.0 * binned_mean(timeline, "kv_blocks", edges) / max(run.capacity_blocks, 1)
         common = dict(name=name, legendgroup=name, line=dict(color=color, width=1.5))
         fig.add_trace(go.Scatter(x=mids, y=kv_pct, mode="lines", showlegend=True, **common), row=1, col=1)
         for col, column in ((1, "running"), (2, "waiting")):
             fig.add_trace(go.Scatter(x=mids, y=binned_mean(timeline, column, edges), mode="lines",
                                      showlegend=False, **common), row=2, col=col)
-        done = requests[requests["finish_s"].notna()]
-        multi = done["output_tokens"] > 1
-        tpot = ((done["e2el_s"] - done["ttft_s"]) / (done["output_tokens"] - 1))[multi]
-        for (row, col), values, scale in (((3, 1), done["ttft_s"], 1e3), ((3, 2), tpot, 1e3),
-                                          ((4, 1), done["e2el_s"], 1.0)):
-            x, y = _cdf(values.to_numpy(float) * scale)
+        lat = latencies(run.requests)
+        for (row, col), values in (((3, 1), lat["TTFT"]), ((3, 2), lat["TPOT"]), ((4, 1), lat["E2EL"])):
+            x, y = _cdf(values.to_numpy(float) * 1e3)
             fig.add_trace(go.Scatter(x=x, y=y, mode="lines", showlegend=False, **common), row=row, col=col)
         fig.add_trace(go.Bar(x=[name], y=[run.summary["throughput"]["output_tokens_per_s"]], name=name,
                              legendgroup=name, marker_color=color, showlegend=False), row=4, col=2)
     for row, col, title in ((1, 1, "time (s)"), (2, 1, "time (s)"), (2, 2, "time (s)"), (3, 1, "TTFT (ms)"),
-                            (3, 2, "TPOT (ms)"), (4, 1, "E2EL (s)")):
+                            (3, 2, "TPOT (ms)"), (4, 1, "E2EL (ms)")):
         fig.update_xaxes(title_text=title, row=row, col=col)
     for row, col in ((3, 1), (3, 2), (4, 1)):
         fig.update_yaxes(title_text="share of requests", range=[0, 1], row=row, col=col)
@@ -146,14 +160,24 @@ code{background:#f4f4f4;padding:1px 4px;border-radius:3px}
 """
 
 
-def comparison_html(comparison: "Comparison", metrics: Sequence[Metric] = METRICS) -> str:
-    """The whole page as one string; plotly.js is inlined so the file opens offline."""
-    plot = pio.to_html(build_figure(comparison), include_plotlyjs=True, full_html=False,
-                       config={"displaylogo": False})
-    legend = "".join(
-        f"<li><b>{html.escape(v.name)}</b>: <code>{html.escape(' '.join(v.flags) or '(shared deployment)')}</code>"
-        f" &mdash; {v.deployment.num_gpu_blocks} KV blocks per replica</li>" for v in comparison.variants)
-    title = html.escape(comparison.title())
+def comparison_html(comparison: "Comparison", metrics: Sequence[Metric] = METRICS, plotlyjs: str = "inline") -> str:
+    """The page of a comparison in memory (what `rllmsim compare` writes as compare.html)."""
+    legend = [(v.name, v.flags, v.deployment.num_gpu_blocks) for v in comparison.variants]
+    runs = [VariantRun(name, run.summary, run.requests, run.result.timeline) for name, run in comparison.runs.items()]
+    return comparison_page(comparison.title(), legend, comparison.table, runs, metrics, plotlyjs)
+
+
+def comparison_page(title: str, legend: Sequence[tuple[str, Sequence[str], int]], table: pd.DataFrame,
+                    runs: Sequence[VariantRun], metrics: Sequence[Metric] = METRICS, plotlyjs: str = "inline") -> str:
+    """The whole page as one string: the delta table, then the figures when `runs` are given.
+    `legend` is (name, flags, KV blocks per replica) per variant."""
+    plot = pio.to_html(build_figure(runs), include_plotlyjs=False, full_html=False,
+                       config={"displaylogo": False}) if runs else ""
+    items = "".join(
+        f"<li><b>{html.escape(name)}</b>: <code>{html.escape(' '.join(flags) or '(shared deployment)')}</code>"
+        f" &mdash; {blocks} KV blocks per replica</li>" for name, flags, blocks in legend)
+    note = "" if runs else ("<p>No figures: the variants' runs were not saved (rerun "
+                            "<code>rllmsim compare</code> with <code>--save-runs</code>).</p>")
     return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>rllmsim compare</title>"
-            f"<style>{_STYLE}</style></head><body><h2>rllmsim compare</h2><p>{title}</p><ul>{legend}</ul>"
-            f"{_table_html(comparison.table, metrics)}{plot}</body></html>")
+            f"<style>{_STYLE}</style>{plotlyjs_tag(plotlyjs) if runs else ''}</head><body><h2>rllmsim compare</h2>"
+            f"<p>{html.escape(title)}</p><ul>{items}</ul>{_table_html(table, metrics)}{note}{plot}</body></html>")

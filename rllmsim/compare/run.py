@@ -15,7 +15,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import pandas as pd
 
-from rllmsim.compare.table import METRICS, Metric, delta_frame, format_table
+from rllmsim.compare.table import METRICS, Metric, delta_frame, format_table, priced
 from rllmsim.compare.variants import Variant
 from rllmsim.cost.base import CostModel
 from rllmsim.deployment import Deployment
@@ -23,6 +23,7 @@ from rllmsim.errors import ConfigError
 from rllmsim.metrics.stragglers import DEFAULT_FACTOR
 from rllmsim.rundir import staged_directory, to_jsonable, write_json_atomic, write_run
 from rllmsim.simulation import RunOutput, WorkloadSpec, run_simulation
+from rllmsim.sweep.pricing import cost_per_hour
 
 FILES = ("compare.json", "compare.csv", "compare.html")
 
@@ -98,6 +99,7 @@ class Comparison:
             "title": self.title(),
             "variants": [{"name": v.name, "flags": list(v.flags), "overrides": dict(v.overrides),
                           "router": v.router, "deployment": v.deployment.to_dict(),
+                          "cost_per_hour_usd": _price(v.deployment),
                           "summary": self.runs[v.name].summary} for v in self.variants],
             "metrics": metrics,
         }
@@ -123,6 +125,11 @@ class Comparison:
             shown[f"{name} Δ%"] = self.wide("delta_pct")[name]
         return frame_html(f"rllmsim compare: {self.title()}", shown,
                           note=f"baseline {self.baseline}; .table, .wide(), .summaries(), .save(dir)")
+
+
+def _price(deployment: Deployment) -> float | None:
+    """$/hour of the variant's GPUs; None for a GPU without a catalog price (a custom spec)."""
+    return cost_per_hour(deployment) or None
 
 
 def _by_variant(group: pd.DataFrame, column: str) -> dict[str, float | None]:
@@ -177,7 +184,8 @@ def run_comparison(
         runs[variant.name] = run_simulation(variant.deployment, workload, seed=seed, cost_model=model,
                                             router=variant.router, fast_forward=fast_forward, slos_s=slos_s,
                                             straggler_factor=straggler_factor, **run_kwargs)
-    table = delta_frame({n: r.summary for n, r in runs.items()}, metrics)
+    table = delta_frame({v.name: priced(runs[v.name].summary, _price(v.deployment)) for v in variants},
+                        metrics)
     return Comparison(variants, workload, seed, runs, table, metrics)
 
 

@@ -1,9 +1,11 @@
 """The comparison table: summary metrics per variant and their deltas against the baseline.
 
-Delta = value - baseline value, in the metric's unit. Relative delta = delta / |baseline| x 100,
-undefined (None) when the baseline is 0 or missing. Metrics that are themselves percentages (KV
-usage, prefix-cache hit rate) are shown with their difference in percentage points, the rest
-with the relative delta.
+Latencies are in ms, as `vllm bench serve` prints them. Delta = value - baseline value, in the
+metric's unit. Relative delta = delta / |baseline| x 100, undefined (None) when the baseline is
+0 or missing. Metrics that are themselves percentages (KV usage, prefix-cache hit rate) are shown
+with their difference in percentage points, the rest with the relative delta. Cost rows are $/hour
+of the variant's GPUs (replicas x TP x DP x the catalog's price per GPU-hour) and $ per million
+output tokens at its measured output rate.
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
 import pandas as pd
+
+from rllmsim.sweep.pricing import usd_per_million_tokens
 
 
 @dataclass(frozen=True)
@@ -43,9 +47,9 @@ METRICS: tuple[Metric, ...] = (
     Metric("tpot_s.p99", "P99 TPOT", "ms", 1e3, "lower"),
     Metric("itl_s.mean", "Mean ITL", "ms", 1e3, "lower"),
     Metric("itl_s.p99", "P99 ITL", "ms", 1e3, "lower"),
-    Metric("e2el_s.mean", "Mean E2EL", "s", better="lower"),
-    Metric("e2el_s.p50", "Median E2EL", "s", better="lower"),
-    Metric("e2el_s.p99", "P99 E2EL", "s", better="lower"),
+    Metric("e2el_s.mean", "Mean E2EL", "ms", 1e3, "lower", digits=0),
+    Metric("e2el_s.p50", "Median E2EL", "ms", 1e3, "lower", digits=0),
+    Metric("e2el_s.p99", "P99 E2EL", "ms", 1e3, "lower", digits=0),
     Metric("kv.capacity_blocks", "KV capacity", "blocks", better="higher", digits=0),
     Metric("kv.peak_pct", "KV peak usage", "%", better="", points=True, digits=1),
     Metric("kv.mean_pct", "KV mean usage", "%", better="", points=True, digits=1),
@@ -54,7 +58,21 @@ METRICS: tuple[Metric, ...] = (
     Metric("stragglers.count", "Stragglers", "", better="lower", digits=0),
     Metric("prefix_cache.hit_rate", "Prefix cache hit rate", "%", 100.0, "higher", points=True, digits=1,
            optional=True),
+    Metric("cost.usd_per_hour", "Cost", "$/hour", better="lower", optional=True),
+    Metric("cost.usd_per_million_output_tokens", "Cost per million output tokens", "$", better="lower",
+           optional=True),
 )
+
+
+def priced(summary: Mapping[str, Any], usd_per_hour: float | None) -> dict[str, Any]:
+    """The summary with a `cost` object for the table: $/hour of the variant's GPUs and $ per
+    million output tokens at its measured output rate. Only the table sees it: summary.json keeps
+    its schema, so its many readers do not change."""
+    if usd_per_hour is None:
+        return dict(summary)
+    tokens_per_s = lookup(summary, "throughput.output_tokens_per_s") or 0.0
+    return {**summary, "cost": {"usd_per_hour": usd_per_hour,
+                                "usd_per_million_output_tokens": usd_per_million_tokens(usd_per_hour, tokens_per_s)}}
 
 
 def lookup(summary: Mapping[str, Any], key: str) -> float | None:

@@ -14,6 +14,14 @@ NOT_YET = np.nan
 _NEVER = np.iinfo(np.int64).max  # an output count no request reaches
 
 
+def per_request_tpot(ttft_s: np.ndarray, e2el_s: np.ndarray, output_tokens: np.ndarray) -> np.ndarray:
+    """(E2EL - TTFT) / (output - 1) per request, the TPOT `vllm bench serve` averages; NaN for a
+    request with at most one output token (no gap between tokens) or not finished."""
+    output = np.asarray(output_tokens, dtype=np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(output > 1, (np.asarray(e2el_s) - np.asarray(ttft_s)) / (output - 1), np.nan)
+
+
 class RequestLedger:
     """Everything the engine knows and records about each request, by request id."""
 
@@ -74,6 +82,7 @@ class RequestLedger:
             "client_queue_s": self.client_queue,
             "ttft_s": self.first_token - self.arrival,
             "e2el_s": self.finish - self.arrival,
+            "tpot_s": per_request_tpot(self.first_token - self.arrival, self.finish - self.arrival, self.generated),
             "prompt_tokens": self.prompt,
             "output_tokens": self.generated,
             "target_output_tokens": self.target,

@@ -1,8 +1,10 @@
-"""A self-contained HTML page of plotly figures: plotly.js is inlined, so it opens offline.
+"""An HTML page of plotly figures. plotly.js (about 4.6 MB) is inlined by default, so a page opens
+offline; `plotlyjs="cdn"` loads it from plotly's CDN instead and `"directory"` from a shared
+`plotly.min.js` beside the page, so a folder of several reports holds one copy.
 
 The page is pure ASCII (non-ASCII characters in plotly.js become JavaScript escapes, elsewhere
-HTML character references), so it can be written under any locale. The page is a list of sections; a section has a heading, optional HTML (tables, notes) and
-figures. Figures are drawn by one script at the end; when every `Plotly.newPlot` has resolved it
+HTML character references), so it can be written under any locale. The page is a list of
+sections; a section has a heading, optional HTML (tables, notes) and figures. Figures are drawn by one script at the end; when every `Plotly.newPlot` has resolved it
 sets `data-figures-rendered="N"` on <body> (or `data-render-error`), which is what the headless
 browser test looks for.
 """
@@ -12,10 +14,14 @@ from __future__ import annotations
 import html
 import json
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Iterable, Sequence
 
 import plotly.graph_objects as go
 import plotly.io as pio
+
+from rllmsim.errors import ConfigError
+from rllmsim.report.files import write_text_atomic
 
 TEMPLATE = "plotly_white"
 
@@ -58,7 +64,8 @@ def _fmt(value: object) -> str:
     if isinstance(value, float):
         if value != value:  # NaN
             return "-"
-        return f"{value:.4g}"
+        # latencies in ms reach tens of thousands: digits, not 4.399e+04
+        return f"{value:,.0f}" if abs(value) >= 1e4 else f"{value:.4g}"
     return "" if value is None else str(value)
 
 
@@ -75,6 +82,9 @@ def _js_ascii(source: str) -> str:
 
 
 _PLOTLYJS: list[str] = []
+#: How a page gets plotly.js: inlined, from plotly's CDN, or from plotly.min.js in its folder.
+PLOTLYJS_MODES = ("inline", "cdn", "directory")
+PLOTLYJS_FILE = "plotly.min.js"
 
 
 def plotlyjs_ascii() -> str:
@@ -84,8 +94,33 @@ def plotlyjs_ascii() -> str:
     return _PLOTLYJS[0]
 
 
-def render_page(title: str, subtitle: str, sections: Sequence[Section]) -> str:
-    """The whole page, with plotly.js inlined."""
+def check_plotlyjs(mode: str) -> str:
+    if mode not in PLOTLYJS_MODES:
+        raise ConfigError(f"--plotlyjs {mode!r}: give one of {', '.join(PLOTLYJS_MODES)} (inline works offline)")
+    return mode
+
+
+def plotlyjs_tag(mode: str) -> str:
+    """The <script> that loads plotly.js in `mode`."""
+    if check_plotlyjs(mode) == "inline":
+        return f'<script type="text/javascript">{plotlyjs_ascii()}</script>'
+    from plotly.offline import get_plotlyjs_version
+
+    src = f"https://cdn.plot.ly/plotly-{get_plotlyjs_version()}.min.js" if mode == "cdn" else PLOTLYJS_FILE
+    return f'<script type="text/javascript" charset="utf-8" src="{src}"></script>'
+
+
+def write_plotlyjs(folder: Path) -> Path:
+    """plotly.min.js into `folder` for pages written with `plotlyjs="directory"`; kept if there
+    already (every page of one rllmsim version loads the same file)."""
+    from plotly.offline import get_plotlyjs
+
+    path = folder / PLOTLYJS_FILE
+    return path if path.exists() else write_text_atomic(path, get_plotlyjs())
+
+
+def render_page(title: str, subtitle: str, sections: Sequence[Section], plotlyjs: str = "inline") -> str:
+    """The whole page, plotly.js loaded as `plotlyjs` says (one of PLOTLYJS_MODES)."""
     figures, body = [], []
     for section in sections:
         body.append(f"<h2>{html.escape(section.title)}</h2>")
@@ -110,9 +145,9 @@ def render_page(title: str, subtitle: str, sections: Sequence[Section]) -> str:
     head_and_body = (
         "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
         f"<title>{html.escape(title)}</title>\n<style>{_CSS}</style>\n"
-        "<script type=\"text/javascript\">PLOTLYJS</script>\n</head>\n"
+        "PLOTLYJS\n</head>\n"
         f"<body data-figures=\"{len(figures)}\">\n<h1>{html.escape(title)}</h1>\n"
         f"<p class=\"subtitle\">{html.escape(subtitle)}</p>\n" + "\n".join(body)
     ).encode("ascii", "xmlcharrefreplace").decode("ascii")
-    return (head_and_body.replace("PLOTLYJS", plotlyjs_ascii(), 1) +
+    return (head_and_body.replace("PLOTLYJS", plotlyjs_tag(plotlyjs), 1) +
             f"\n<script type=\"text/javascript\">\n{script}</script>\n</body>\n</html>\n")

@@ -18,6 +18,8 @@ from plotly.subplots import make_subplots
 
 from rllmsim.metrics.stragglers import straggler_mask
 from rllmsim.report.html import Section, table_html
+from rllmsim.report.latency import latencies
+from rllmsim.report.stragglers import straggler_section
 from rllmsim.report.workload_figures import workload_section
 
 MAX_POINTS = 1500  # per replica line
@@ -99,13 +101,6 @@ def _cdf(values: np.ndarray, points: int = 400) -> tuple[np.ndarray, np.ndarray]
     return np.quantile(values, q), q
 
 
-def latencies(requests: pd.DataFrame) -> dict[str, pd.Series]:
-    done = requests[requests["finish_s"].notna()]
-    out = done["output_tokens"].astype(float)
-    tpot = ((done["e2el_s"] - done["ttft_s"]) / (out - 1)).where(out > 1)
-    return {"TTFT": done["ttft_s"], "TPOT": tpot, "E2EL": done["e2el_s"]}
-
-
 def cdf_figure(requests: pd.DataFrame) -> go.Figure:
     lat = latencies(requests)
     done = requests[requests["finish_s"].notna()]
@@ -116,11 +111,10 @@ def cdf_figure(requests: pd.DataFrame) -> go.Figure:
                                         if len(datasets) > 1 else [])
         for j, (label, series) in enumerate(groups):
             x, y = _cdf(series.to_numpy(float))
-            scale = 1e3 if name == "TPOT" else 1.0
-            fig.add_trace(go.Scatter(x=x * scale, y=y, mode="lines", name=label, legendgroup=label,
+            fig.add_trace(go.Scatter(x=x * 1e3, y=y, mode="lines", name=label, legendgroup=label,
                                      showlegend=col == 1, line={"color": COLORS[j % len(COLORS)]}),
                           row=1, col=col)
-        fig.update_xaxes(title_text="ms" if name == "TPOT" else "s", row=1, col=col)
+        fig.update_xaxes(title_text=f"{name} (ms)", row=1, col=col)
     fig.update_yaxes(title_text="fraction of requests", row=1, col=1)
     fig.update_layout(title="Latency CDFs", height=400)
     return fig
@@ -146,7 +140,7 @@ def gantt_figure(requests: pd.DataFrame, factor: float) -> tuple[go.Figure, str]
     prefill = (done["first_token_s"] - done["first_scheduled_s"]).fillna(0).to_numpy()
     decode = (done["finish_s"] - done["first_token_s"]).to_numpy()
     strag = done["straggler"].to_numpy(bool)
-    hover = [f"request {r}<br>{d}<br>prompt {p}, output {o}<br>E2EL {e:.1f}s"
+    hover = [f"request {r}<br>{d}<br>prompt {p}, output {o}<br>E2EL {1e3 * e:,.0f} ms"
              for r, d, p, o, e in zip(done["request_id"], done["dataset"], done["prompt_tokens"],
                                       done["output_tokens"], done["e2el_s"])]
     fig = go.Figure()
@@ -176,17 +170,18 @@ def dataset_section(requests: pd.DataFrame, factor: float) -> Section:
     for name, group in requests.groupby("dataset"):
         d = done[done["dataset"] == name]
         tpot = lat["TPOT"][done["dataset"] == name]
-        rows.append([name, len(group), len(d), group["prompt_tokens"].mean(), d["output_tokens"].mean(),
-                     d["ttft_s"].quantile(0.5), d["ttft_s"].quantile(0.99), 1e3 * tpot.quantile(0.5),
-                     1e3 * tpot.quantile(0.99), d["e2el_s"].quantile(0.5), d["e2el_s"].quantile(0.9),
-                     d["e2el_s"].quantile(0.99), int(d["straggler"].sum()), int(group["preemptions"].sum())])
-    header = ["dataset", "requests", "completed", "mean prompt", "mean output", "TTFT p50 (s)", "TTFT p99 (s)",
-              "TPOT p50 (ms)", "TPOT p99 (ms)", "E2EL p50 (s)", "E2EL p90 (s)", "E2EL p99 (s)", "stragglers",
+        ms = [1e3 * series.quantile(q) for series, q in ((d["ttft_s"], 0.5), (d["ttft_s"], 0.99), (tpot, 0.5),
+                                                         (tpot, 0.99), (d["e2el_s"], 0.5), (d["e2el_s"], 0.9),
+                                                         (d["e2el_s"], 0.99))]
+        rows.append([name, len(group), len(d), group["prompt_tokens"].mean(), d["output_tokens"].mean(), *ms,
+                     int(d["straggler"].sum()), int(group["preemptions"].sum())])
+    header = ["dataset", "requests", "completed", "mean prompt", "mean output", "TTFT p50 (ms)", "TTFT p99 (ms)",
+              "TPOT p50 (ms)", "TPOT p99 (ms)", "E2EL p50 (ms)", "E2EL p90 (ms)", "E2EL p99 (ms)", "stragglers",
               "preemptions"]
-    fig = make_subplots(rows=1, cols=2, subplot_titles=("E2EL (s)", "output tokens"))
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("E2EL (ms)", "output tokens"))
     for i, (name, d) in enumerate(done.groupby("dataset")):
         color = COLORS[i % len(COLORS)]
-        fig.add_trace(go.Box(y=d["e2el_s"], name=str(name), marker_color=color, boxpoints=False), row=1, col=1)
+        fig.add_trace(go.Box(y=1e3 * d["e2el_s"], name=str(name), marker_color=color, boxpoints=False), row=1, col=1)
         fig.add_trace(go.Box(y=d["output_tokens"], name=str(name), marker_color=color, boxpoints=False,
                              showlegend=False), row=1, col=2)
     fig.update_layout(title="Per dataset", height=400, showlegend=False)
@@ -213,6 +208,7 @@ def run_sections(summary: Mapping[str, Any], requests: pd.DataFrame, timeline: p
     sections.append(Section("Latency", [cdf_figure(requests)]))
     gantt, note = gantt_figure(requests, factor)
     sections.append(Section("Requests and stragglers", [gantt], f'<p class="note">{_escape(note)}</p>'))
+    sections.append(straggler_section(requests, factor))
     sections.append(dataset_section(requests, factor))
     sections.append(workload_section(requests))
     return sections

@@ -13,8 +13,9 @@ from rllmsim.report.html import Section, table_html
 from rllmsim.report.run_figures import COLORS
 from rllmsim.sweep.plan import pareto_front
 
-CURVES = (("ttft_s_p99", "TTFT p99 (s)"), ("tpot_s_p99", "TPOT p99 (s)"), ("e2el_s_p90", "E2EL p90 (s)"),
-          ("throughput_output_tokens_per_s", "output tokens/s"))
+#: (results column, title, scale to the shown unit): latencies in seconds on disk, ms on the page.
+CURVES = (("ttft_s_p99", "TTFT p99 (ms)", 1e3), ("tpot_s_p99", "TPOT p99 (ms)", 1e3),
+          ("e2el_s_p90", "E2EL p90 (ms)", 1e3), ("throughput_output_tokens_per_s", "output tokens/s", 1.0))
 #: Columns that are inputs of a run and may vary across a sweep.
 _NOT_AXES = {"key", "run_index", "status", "error", "elapsed_s", "finished_at", "worker"}
 
@@ -28,15 +29,15 @@ def _group_label(row: pd.Series, axes: list[str]) -> str:
 
 
 def curves_figure(ok: pd.DataFrame, x: str, groups: list[str]) -> go.Figure:
-    fig = make_subplots(rows=2, cols=2, subplot_titles=[label for _, label in CURVES],
+    fig = make_subplots(rows=2, cols=2, subplot_titles=[label for _, label, _ in CURVES],
                         horizontal_spacing=0.08, vertical_spacing=0.2)
     keyed = ok.assign(_group=ok.apply(lambda r: _group_label(r, groups), axis=1) if len(ok) else "")
     for i, (label, rows) in enumerate(keyed.groupby("_group", sort=True)):
         rows = rows.groupby(x, as_index=False).mean(numeric_only=True).sort_values(x)  # seeds averaged
-        for j, (column, _) in enumerate(CURVES):
+        for j, (column, _, scale) in enumerate(CURVES):
             if column not in rows.columns:
                 continue
-            fig.add_trace(go.Scatter(x=rows[x], y=rows[column], mode="lines+markers", name=label,
+            fig.add_trace(go.Scatter(x=rows[x], y=rows[column] * scale, mode="lines+markers", name=label,
                                      legendgroup=label, showlegend=j == 0,
                                      line={"color": COLORS[i % len(COLORS)]}),
                           row=j // 2 + 1, col=j % 2 + 1)
@@ -46,13 +47,23 @@ def curves_figure(ok: pd.DataFrame, x: str, groups: list[str]) -> go.Figure:
     return fig
 
 
-AXIS_TITLES = {"cost_per_hour_usd": "$ per hour", "usd_per_million_output_tokens": "$ per million output tokens",
-               "e2el_s_p99": "E2EL p99 (s)", "tpot_s_p99": "TPOT p99 (s)"}
+AXIS_TITLES = {"cost_per_hour_usd": "$ per hour", "usd_per_million_output_tokens": "$ per million output tokens"}
+
+
+def latency_axis(column: str) -> str:
+    """The title of a latency column in ms: e2el_s_p99 -> "E2EL p99 (ms)", at_target_ttft_p99 ->
+    "TTFT p99 at target (ms)"."""
+    if column.startswith("at_target_"):
+        name, _, stat = column.removeprefix("at_target_").partition("_")
+        return f"{name.upper()} {stat} at target (ms)"
+    name, _, stat = column.partition("_s_")
+    return f"{name.upper()} {stat} (ms)"
 
 
 def pareto_figure(points: pd.DataFrame, cost: str, latency: str, label: str, title: str,
                   ok_column: str | None = None) -> go.Figure:
-    """Every point, the front among the points that meet the SLOs (all points without an SLO)."""
+    """Every point, the front among the points that meet the SLOs (all points without an SLO);
+    `latency` is a column in seconds, drawn in ms."""
     fig = go.Figure()
     eligible = points if ok_column is None or ok_column not in points.columns \
         else points[points[ok_column].fillna(False).astype(bool)]
@@ -64,14 +75,14 @@ def pareto_figure(points: pd.DataFrame, cost: str, latency: str, label: str, tit
             if rows_.empty:
                 continue
             fig.add_trace(go.Scatter(
-                x=rows_[cost], y=rows_[latency], mode="markers", name=f"{gpu}" + ("" if good else " (misses SLO)"),
+                x=rows_[cost], y=1e3 * rows_[latency], mode="markers", name=f"{gpu}" + ("" if good else " (misses SLO)"),
                 marker={"color": COLORS[i % len(COLORS)], "size": 9, "symbol": "circle" if good else "circle-open"},
                 hovertext=rows_[label].astype(str), hoverinfo="text+x+y"))
     if not front.empty:
-        fig.add_trace(go.Scatter(x=front[cost], y=front[latency], mode="lines", name="Pareto front",
+        fig.add_trace(go.Scatter(x=front[cost], y=1e3 * front[latency], mode="lines", name="Pareto front",
                                  line={"color": "#222", "dash": "dot", "shape": "hv"}))
-    y_title = AXIS_TITLES.get(latency) or latency.replace("at_target_", "").replace("_", " ").upper() + " at target (s)"
-    fig.update_layout(title=title, xaxis_title=AXIS_TITLES.get(cost, cost), yaxis_title=y_title, height=460)
+    fig.update_layout(title=title, xaxis_title=AXIS_TITLES.get(cost, cost), yaxis_title=latency_axis(latency),
+                      height=460)
     return fig
 
 

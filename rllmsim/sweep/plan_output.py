@@ -19,7 +19,6 @@ import pandas as pd
 from rllmsim.rundir import write_json_atomic
 from rllmsim.specs import load_gpu
 from rllmsim.sweep.plan import PlanResult
-from rllmsim.sweep.slo import format_seconds
 
 PLAN_FILE = "plan.json"
 
@@ -57,7 +56,8 @@ def format_plan(result: PlanResult) -> str:
     s = result.settings
     metric = s.pareto_metric
     header = ["#", "candidate", "max req/s", "replicas", "headroom", "GPUs", "$/hour", "$/M out tok", "tok/s/GPU",
-              "TTFT p99", "TPOT p99", "E2EL p90", _metric_label(metric), "pareto"]
+              "TTFT p99 ms", "TTFVT p99 ms", "TPOT p99 ms", "E2EL p90 ms", f"{_metric_label(metric)} ms", "KV peak",
+              "preempt", "pareto"]
     pareto = {r["label"] for r in result.pareto}
     table = []
     for i, row in enumerate(result.ranked, 1):
@@ -65,8 +65,9 @@ def format_plan(result: PlanResult) -> str:
         table.append([str(i), row["label"], max_rate, str(row["replicas"]), _headroom(row), str(row["gpus"]),
                       _money(row["cost_per_hour_usd"]), _money(row.get("usd_per_million_output_tokens")),
                       f"{row.get('output_tokens_per_s_per_gpu', float('nan')):.0f}",
-                      format_seconds(row.get("at_target_ttft_p99")), format_seconds(row.get("at_target_tpot_p99")),
-                      format_seconds(row.get("at_target_e2el_p90")), format_seconds(row.get(f"at_target_{metric}")),
+                      *(format_ms(row.get(f"at_target_{name}"))
+                        for name in ("ttft_p99", "ttfvt_p99", "tpot_p99", "e2el_p90", metric)),
+                      _percent(row.get("at_target_kv_peak_pct")), _count(row.get("at_target_preemptions")),
                       "*" if row["label"] in pareto else ""])
     lines = [f"Deployments that serve {s.target_rate:g} req/s of {s.model} ({_workload_label(s.workload)}) "
              f"within {', '.join(str(x) for x in s.slos)}, cheapest first:"]
@@ -90,7 +91,7 @@ def format_plan(result: PlanResult) -> str:
     if result.pareto:
         lines.append(f"Pareto front ($/hour vs {metric}): " + "  |  ".join(
             f"{r['replicas']} x {r['label']}: {_money(r['cost_per_hour_usd'])}/h, "
-            f"{format_seconds(r.get(f'at_target_{metric}'))}" for r in result.pareto))
+            f"{format_ms(r.get(f'at_target_{metric}'))} ms" for r in result.pareto))
     gpus = sorted({row["gpu"] for row in result.rows})
     lines.append("Prices (on-demand, per GPU-hour; check before deciding): " + "; ".join(_price(g) for g in gpus))
     short = [row["label"] for row in result.ranked
@@ -109,8 +110,27 @@ def format_plan(result: PlanResult) -> str:
     lines.append(f"{probes} probes, {s.duration_s:g}s of arrivals each ({s.min_requests}-{s.max_requests} "
                  f"requests per replica), first {s.warmup:.0%} of requests as warm-up, {seeds}")
     lines.append("headroom: how far the sized deployment's sustainable rate exceeds the target "
-                 "(>= where one replica's search stopped at the target)")
+                 "(>= where one replica's search stopped at the target); latencies, KV peak (% of one replica's "
+                 "blocks) and preemptions at the target rate, after warm-up (TTFVT, KV peak and preemptions over "
+                 "the whole probe)")
     return "\n".join(lines)
+
+
+def format_ms(seconds: float | None) -> str:
+    """A latency in seconds as ms for the table: 23.5, 1,234; '-' where unknown."""
+    if seconds is None or not np.isfinite(seconds):
+        return "-"
+    ms = 1e3 * seconds
+    return f"{ms:,.1f}" if ms < 100 else f"{ms:,.0f}"
+
+
+def _percent(value: float | None) -> str:
+    return "-" if value is None or not np.isfinite(value) else f"{value:.0f}%"
+
+
+def _count(value: float | None) -> str:
+    """A count a probe recorded; '-' where unknown (an early-stopped probe records -1)."""
+    return "-" if value is None or not np.isfinite(value) or value < 0 else f"{int(value):,}"
 
 
 def _headroom(row: dict) -> str:

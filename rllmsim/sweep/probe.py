@@ -29,8 +29,10 @@ from rllmsim.sweep.slo import SLO, check, per_request_latencies, statistic, summ
 if TYPE_CHECKING:
     from rllmsim.engine.cluster import Cluster
 
-#: Latencies every probe records, beside those the SLOs name.
-REPORTED = ("ttft_p99", "tpot_p99", "e2el_p50", "e2el_p90", "e2el_p99")
+#: Latencies every probe records, beside those the SLOs name; plan copies each to the
+#: at_target_* fields of a candidate. ttfvt_p99 comes from the run summary (every request);
+#: kv_peak_pct and preemptions are the run's, set in the record after the latencies.
+REPORTED = ("ttft_p99", "tpot_p99", "e2el_p50", "e2el_p90", "e2el_p99", "ttfvt_p99", "kv_peak_pct", "preemptions")
 
 
 class SLOMissed(Exception):
