@@ -289,9 +289,10 @@ def test_first_bracket_contains_the_doubling_searchs_answer_and_picks_the_same_d
 def test_the_first_bracket_can_be_turned_off_from_the_api_and_the_cli():
     from rllmsim.api.plan import prepare
 
-    assert prepare(slo="ttft_p99=10s", model=MODEL, gpus="l4", tp=1).settings.first_bracket is True
-    assert prepare(slo="ttft_p99=10s", model=MODEL, gpus="l4", tp=1, first_bracket=False).settings.first_bracket is False
+    grid = dict(slo="ttft_p99=10s", model=MODEL, gpus="l4", tp=1)
+    assert prepare(**grid).settings.first_bracket is True
+    assert prepare(**grid, first_bracket=False).settings.first_bracket is False
     with pytest.raises(ConfigError, match=r"--\[no-\]first-bracket"):
-        prepare(slo="ttft_p99=10s", model=MODEL, gpus="l4", tp=1, first_bracket="off")
+        prepare(**grid, first_bracket="off")
     help_text = CliRunner().invoke(main, ["plan", "--help"]).output
     assert "--first-bracket / --no-first-bracket" in help_text

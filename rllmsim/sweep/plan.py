@@ -6,10 +6,10 @@ the request rate (`rllmsim.sweep.search`) finds the highest rate whose SLO metri
 their limits, as Vidur-Search does: probe a start rate, step up (or down) until the SLOs flip, then
 bisect until the bracket is within a relative tolerance. The start is the cost model's closed-form
 guess of the sustainable rate (`rllmsim.sweep.bracket`; `first_bracket=False`: `start_rate`,
-doubling), so most searches bracket the answer in two probes. Every probe (`rllmsim.sweep.probe`) is one fast-forwarded
-simulation of `duration_s` seconds of arrivals with the same seed, so probes at different rates
-share their arrival pattern and lengths (common random numbers) and the search compares like with
-like; failing probes stop early, once a miss is certain.
+doubling), so most searches bracket the answer in two probes. Every probe (`rllmsim.sweep.probe`)
+is one fast-forwarded simulation of `duration_s` seconds of arrivals with the same seed, so probes
+at different rates share their arrival pattern and lengths (common random numbers) and the search
+compares like with like; failing probes stop early, once a miss is certain.
 
 With `replicas="auto"` the search runs on one replica; a deployment for target rate R then needs
 n = ceil(R / r1) replicas, and a final probe of one replica at R / n gives its latencies at the
@@ -212,7 +212,7 @@ def search_candidate(task: Mapping[str, Any]) -> dict[str, Any]:
         at_target = None
         for _ in range(4):  # the bisection's pass at max_rate should carry over; if noise says not, add one
             at_target = _already_probed(probes, spec.seed, settings.target_rate / replicas)
-            if at_target is None:  # the search snaps to target / n, so this is rarely needed
+            if at_target is None:  # often the search's own probe: it snaps to target / n
                 at_target = probe(unit, settings.target_rate / replicas)
                 at_target.update(stage="at-target", seed=spec.seed)
                 probes.append(at_target)
