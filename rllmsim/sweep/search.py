@@ -4,13 +4,15 @@ Vidur-Search style: probe a start rate, step up (or down) until the verdict flip
 bracket until it is within a relative tolerance. Two things make it cheaper than plain doubling
 from a fixed start:
 
-- a guess (`rllmsim.sweep.bracket`) as the start, with small steps that grow (1 + 2 x tol, then
-  squared each time), so a good guess is bracketed in two probes and a poor one still quickly;
+- a guess (`rllmsim.sweep.bracket`) as the start, with small steps that grow (1 + 1.5 x tol,
+  then squared each time), so a good guess is bracketed in two probes, one bisection away from the
+  tolerance, and a poor one still in a few;
 - sizing points: with auto replicas the plan needs the smallest n whose one replica sustains
   target / n, so the start, each step and each bisection midpoint snap to a nearby target / n
-  (within half the tolerance of a step, the middle half of a bracket), and once the bracket is within
-  the tolerance any target / n still inside it is probed. The replica count then never depends
-  on where the tolerance happened to stop, and the probe at the target is usually one already run.
+  (within half the tolerance of a step; within the middle half of a bracket), and once the
+  bracket is within the tolerance any target / n still inside it is probed. The replica count
+  then does not depend on where the tolerance happened to stop, and the probe at the target is
+  often one the search already ran.
 
 Every point it returns is a probe's verdict; the guess and the snapping only choose where to probe.
 """
@@ -21,6 +23,11 @@ import math
 from typing import Any, Callable
 
 Probe = dict[str, Any]
+
+#: The first step from a guess, in tolerances: small enough that a guess within it is bracketed by
+#: two probes and one bisection; 1.5 needed the fewest probes (~5 % fewer than 1 or 2, ~10 % fewer of
+#: the 6000-request ones) over the README example's 14 thresholds, each jittered +-3 %, 30 times.
+FIRST_STEP = 1.5
 
 
 def sizing_points(target: float, low: float, high: float) -> list[float]:
@@ -36,7 +43,7 @@ def bisect_rate(evaluate: Callable[[float], Probe], start: float, max_rate: floa
                 sizing_target: float | None = None) -> tuple[Probe | None, float | None, list[Probe]]:
     """(best passing probe or None, lowest failing rate or None, every probe in order).
 
-    `guessed`: `start` is an estimate of the answer, so steps start small (1 + 2 x rel_tol) and
+    `guessed`: `start` is an estimate of the answer, so steps start small (1 + FIRST_STEP x rel_tol) and
     square each time; otherwise the rate doubles (or halves) from `start`. `sizing_target`: snap
     to, and settle, the rates sizing_target / n (see the module docstring)."""
     probes: list[Probe] = []
@@ -46,10 +53,11 @@ def bisect_rate(evaluate: Callable[[float], Probe], start: float, max_rate: floa
         probes.append(result)
         return result
 
-    factor = 1 + 2 * rel_tol if guessed else 2.0
-    growth = 2.0 if guessed else 1.0  # the factor's exponent grows by this each step
+    factor = 1 + FIRST_STEP * rel_tol if guessed else 2.0
+    growth = 2.0 if guessed else 1.0  # each step raises the factor to this power
     best: Probe | None = None
     fail: float | None = None
+
     def snap(rate: float) -> float:
         return min(_snapped(rate, sizing_target, rel_tol), max_rate)
 
