@@ -5,8 +5,10 @@ before the bracket is even found, each a full simulation. The steady state of a 
 simple bound instead: with B sequences decoding, each engine step takes t(B) (the cost model's
 step time, with the prefill tokens the arrivals bring in mixed into it) and moves every sequence
 one token, so the replica finishes B / (mean output x t(B)) requests per second. B is bounded by
-`max_num_seqs`, by the KV cache (B x the mean context a decoding sequence holds) and by the TPOT
-(and E2EL) limits, which t(B) must stay under. The best such rate is the guess.
+`max_num_seqs`, by the KV cache and by the TPOT (and E2EL) limits, which t(B) must stay under. The
+KV bound keeps the summed context of B sequences under the cache in all but ~1 % of steps (its
+mean plus 2.33 standard deviations, contexts taken as independent): a cache that is full more
+often queues new requests long enough to miss a TTFT p99. The best such rate is the guess.
 
 The guess only chooses where the first probes go (`rllmsim.sweep.plan.bisect_rate`): every rate
 a plan reports is still a simulated probe's verdict, so a poor guess costs probes, never truth.
@@ -29,6 +31,8 @@ from rllmsim.sweep.slo import SLO
 LENGTH_SAMPLE = 2000
 #: Batch sizes tried, spaced geometrically from 1 to the largest that fits: the rate is smooth in B.
 BATCH_POINTS = 128
+#: Standard deviations of the summed KV demand kept free: the normal quantile of 0.99.
+KV_Z = 2.33
 
 
 def workload_lengths(workload: dict, seed: int, model: str) -> tuple[np.ndarray, np.ndarray]:
@@ -42,12 +46,17 @@ def estimate_rate(unit: Deployment, cost: CostModel, prompt: np.ndarray, output:
                   slos: tuple[SLO, ...]) -> float | None:
     """Requests per second one replica of `unit` can finish in steady state within the step-time
     limits the SLOs imply; None when no batch size meets them (the search then starts as before)."""
-    output = np.maximum(output, 1).astype(float)
+    prompt, output = prompt.astype(float), np.maximum(output, 1).astype(float)
     mean_prompt, mean_output = float(prompt.mean()), float(output.mean())
-    # a decoding sequence's context averaged over its steps, weighted by how many steps it decodes
+    # the context of a decoding slot: p + j, j uniform over its output, weighted by its steps
     context = float((output * (prompt + output / 2)).sum() / output.sum())
+    square = float((output * (prompt ** 2 + prompt * output + output ** 2 / 3)).sum() / output.sum())
+    spread = math.sqrt(max(square - context ** 2, 0.0))
     kv_tokens = unit.num_gpu_blocks * unit.block_size
-    most = int(min(unit.max_num_seqs, kv_tokens // max(context, 1.0)))
+    # the largest B with B x context + KV_Z x sqrt(B) x spread <= kv_tokens (a quadratic in sqrt(B))
+    context = max(context, 1.0)
+    root = (math.sqrt((KV_Z * spread) ** 2 + 4 * context * kv_tokens) - KV_Z * spread) / (2 * context)
+    most = int(min(unit.max_num_seqs, math.floor(root ** 2)))
     if most < 1:
         return None
     batch = np.unique(np.geomspace(1, most, BATCH_POINTS).astype(np.int64))
