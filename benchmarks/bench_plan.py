@@ -1,13 +1,13 @@
 """The README's plan example, before and after the first bracket: wall time, probes, the answer.
 
-    python benchmarks/bench_plan.py [--base REV] [--doubling] [--workers N]
+    python benchmarks/bench_plan.py [--base REV] [--doubling] [--repeat N] [--workers N]
 
 "before" is the source tree of `--base` (default cb2b90a, the last commit whose search doubled
 from --start-rate), unpacked with `git archive` into a temporary folder; "after" is this working
-tree. Both run back to back in one invocation, each in its own Python process with the same
-`--workers`, so they share the machine's load as closely as two runs can; the ratio is the
-figure to quote, the seconds move with whatever else the machine runs. `--doubling` adds this
-tree with `first_bracket=False` (sizing points and probe reuse without the estimate).
+tree. They run back to back in one invocation, alternating `--repeat` times, each in its own
+Python process with the same `--workers`; each tree's fastest run is kept, the one least slowed
+by whatever else shares the machine (the seconds of every run are printed too). `--doubling`
+adds this tree with `first_bracket=False` (sizing points and probe reuse without the estimate).
 """
 
 from __future__ import annotations
@@ -60,19 +60,24 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--base", default=BASE, help="The revision measured as 'before'.")
     parser.add_argument("--doubling", action="store_true", help="Also run this tree with first_bracket=False.")
+    parser.add_argument("--repeat", type=int, default=1, help="Runs of each tree, alternating; the fastest is kept.")
     parser.add_argument("--workers", type=int, default=None, help="Candidates in parallel (default: CPU count).")
     args = parser.parse_args()
     options = {**EXAMPLE, "workers": args.workers}
-    results = {}
+    runs: dict[str, list[dict]] = {}
     with tempfile.TemporaryDirectory() as tmp:
-        results[f"before ({args.base})"] = run_tree(unpack(args.base, Path(tmp)), options)
-    results["after"] = run_tree(ROOT, options)
-    if args.doubling:
-        results["after, --no-first-bracket"] = run_tree(ROOT, {**options, "first_bracket": False})
+        trees = {f"before ({args.base})": (unpack(args.base, Path(tmp)), options), "after": (ROOT, options)}
+        if args.doubling:
+            trees["after, --no-first-bracket"] = (ROOT, {**options, "first_bracket": False})
+        for _ in range(args.repeat):
+            for name, (tree, opts) in trees.items():
+                runs.setdefault(name, []).append(run_tree(tree, opts))
+    results = {name: min(rs, key=lambda r: r["wall_s"]) for name, rs in runs.items()}
     print(f"{'':28s} {'wall s':>7s} {'probes':>6s} {'probe CPU s':>11s}  cheapest")
     for name, r in results.items():
         print(f"{name:28s} {r['wall_s']:7.1f} {r['probes']:6d} {r['probe_cpu_s']:11.1f}  "
-              f"{r['cheapest']} (${r['usd_per_hour']:.2f}/hour)")
+              f"{r['cheapest']} (${r['usd_per_hour']:.2f}/hour)  runs: "
+              + ", ".join(f"{x['wall_s']:.1f} s" for x in runs[name]))
     before, after = results[f"before ({args.base})"], results["after"]
     print(f"before / after: wall {before['wall_s'] / after['wall_s']:.2f}x, probes "
           f"{before['probes'] / after['probes']:.2f}x, probe CPU {before['probe_cpu_s'] / after['probe_cpu_s']:.2f}x; "
