@@ -17,6 +17,7 @@ from rllmsim.errors import ConfigError
 from rllmsim.specs import load_gpu, load_model
 from rllmsim.sweep.executors import InlineExecutor
 from rllmsim.sweep.plan import Candidate, PlanSettings, bisect_rate, candidates_from, pareto_front, run_plan
+from rllmsim.sweep.search import sizing_points
 from rllmsim.sweep.probe import ProbeSpec, _allowed_over, run_probe
 from rllmsim.sweep.slo import SLO, parse_duration, parse_slo, parse_slos
 
@@ -241,3 +242,57 @@ def test_plan_command_reports_the_seed_spread_and_headroom(tmp_path):
     assert "seeds 0,1" in result.output
     clash = CliRunner().invoke(main, [*args, "--seed", "3"])
     assert clash.exit_code == 2 and "give --seed or --seeds, not both" in clash.output
+
+
+# -- the first bracket and sizing points ---------------------------------------------------------
+
+def test_sizing_points_are_the_target_over_n_strictly_inside():
+    assert sizing_points(20.0, 4.0, 10.0) == pytest.approx([20 / 3, 5.0])
+    assert sizing_points(20.0, 5.0, 6.0) == [] and sizing_points(20.0, 0.999992, 1.03) == [1.0]
+
+
+@pytest.mark.parametrize("limit", list(np.geomspace(0.3, 19.0, 25)))
+@pytest.mark.parametrize("guess", [None, 0.8, 1.0, 1.1])
+def test_search_settles_the_replica_count_exactly(limit, guess):
+    """Whatever the start, the replica count is the smallest n whose share target / n passes,
+    and the bracket is still within the tolerance."""
+    start = 1.0 if guess is None else guess * limit
+    best, fail, probes = bisect_rate(threshold(limit), start, 20.0, 0.05, 12, 0.01, guessed=guess is not None,
+                                     sizing_target=20.0)
+    n = math.ceil(20.0 / best["rate"] - 1e-9)
+    assert 20.0 / n <= limit < 20.0 / (n - 1) if n > 1 else 20.0 <= limit
+    assert best["rate"] <= limit < fail and fail / best["rate"] - 1 <= 0.05
+    if guess == 1.0:
+        assert len(probes) <= 5  # a good guess needs no doubling
+
+
+def test_first_bracket_contains_the_doubling_searchs_answer_and_picks_the_same_deployment():
+    from rllmsim.sweep.plan import search_candidate
+
+    candidates = candidates_from(["l4", "a100-80gb"], [1], [None], ["auto"], [None])
+    plans = {flag: run_plan(small_settings(first_bracket=flag), candidates, InlineExecutor()) for flag in (True, False)}
+    for guessed, doubled in zip(plans[True].rows, plans[False].rows):
+        assert guessed["label"] == doubled["label"] and guessed["replicas"] == doubled["replicas"]
+        assert 2 / 3 <= guessed["rate_estimate"] / doubled["max_rate"] <= 1.5  # the guess lands near the answer
+        assert math.isnan(doubled["rate_estimate"])
+        rates = [(p["seed"], p["rate"]) for p in guessed["probes"]]
+        assert len(rates) == len(set(rates))  # no simulation is run twice
+    assert sum(len(r["probes"]) for r in plans[True].rows) < sum(len(r["probes"]) for r in plans[False].rows)
+    assert plans[True].cheapest["label"] == plans[False].cheapest["label"]
+    assert plans[True].cheapest["replicas"] == plans[False].cheapest["replicas"]
+    row = search_candidate({"settings": small_settings().to_dict(), "candidate": dataclasses.asdict(candidates[1])})
+    assert row == {**plans[True].rows[1], "wall_s": row["wall_s"], "probes": row["probes"]}  # same seed, same result
+    with pytest.raises(ConfigError, match="first_bracket must be True or False"):
+        small_settings(first_bracket="no")
+
+
+def test_the_first_bracket_can_be_turned_off_from_the_api_and_the_cli():
+    from rllmsim.api.plan import prepare
+
+    grid = dict(slo="ttft_p99=10s", model=MODEL, gpus="l4", tp=1)
+    assert prepare(**grid).settings.first_bracket is True
+    assert prepare(**grid, first_bracket=False).settings.first_bracket is False
+    with pytest.raises(ConfigError, match=r"--\[no-\]first-bracket"):
+        prepare(**grid, first_bracket="off")
+    help_text = CliRunner().invoke(main, ["plan", "--help"]).output
+    assert "--first-bracket / --no-first-bracket" in help_text

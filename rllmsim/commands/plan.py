@@ -47,7 +47,11 @@ from rllmsim.engine.router import ROUTERS
 @click.option("--tolerance", "rel_tol", type=float, default=0.05, show_default=True,
               help="Stop bisecting when the rate bracket is this close (relative).")
 @click.option("--max-probes", type=int, default=12, show_default=True, help="Probes per candidate search.")
-@click.option("--start-rate", type=float, default=1.0, show_default=True, help="First probe, req/s per replica.")
+@click.option("--start-rate", type=float, default=1.0, show_default=True,
+              help="First probe, req/s per replica, with --no-first-bracket.")
+@click.option("--first-bracket/--no-first-bracket", default=True, show_default=True,
+              help="Start each search at the cost model's estimate of its rate (probes decide every "
+              "reported rate); off: at --start-rate, doubling.")
 @click.option("--pareto-metric", default="e2el_p99", show_default=True, help="Latency axis of the Pareto front.")
 @click.option("--verify", is_flag=True, help="Also simulate each auto-sized deployment whole at the target rate.")
 @click.option("--seed", type=int, default=0, show_default=True)
@@ -59,8 +63,8 @@ from rllmsim.engine.router import ROUTERS
 @click.option("--out", "out_dir", default=None, type=click.Path(file_okay=False),
               help="Write plan.json, candidates.parquet and probes.parquet here.")
 def command(model, gpus, tps, quantizations, kv_dtypes, replicas, router, slos, duration_s, min_requests,
-            max_requests, warmup, rel_tol, max_probes, start_rate, pareto_metric, verify, seed, seeds, workers,
-            use_ray, ray_address, out_dir, **opts) -> None:
+            max_requests, warmup, rel_tol, max_probes, start_rate, first_bracket, pareto_metric, verify, seed, seeds,
+            workers, use_ray, ray_address, out_dir, **opts) -> None:
     """Find, per candidate deployment, the highest rate it sustains within the SLOs (bisection),
     and the cheapest deployment for the target --rate, with $/hour and $ per million output tokens.
 
@@ -74,9 +78,8 @@ def command(model, gpus, tps, quantizations, kv_dtypes, replicas, router, slos, 
     setup = prepare(slo=slos, model=model, gpus=gpus, tp=tps, quantization=quantizations, kv_cache_dtype=kv_dtypes,
                     replicas=replicas, router=router, duration_s=duration_s, min_requests=min_requests,
                     max_requests=max_requests, warmup=warmup, tolerance=rel_tol, max_probes=max_probes,
-                    start_rate=start_rate, pareto_metric=pareto_metric, verify=verify, seed=seed, seeds=seeds,
-                    workers=workers,
-                    ray=use_ray, ray_address=ray_address, **given)
+                    start_rate=start_rate, first_bracket=first_bracket, pareto_metric=pareto_metric, verify=verify,
+                    seed=seed, seeds=seeds, workers=workers, ray=use_ray, ray_address=ray_address, **given)
     if out_dir:
         checks.writable_dir(out_dir)
     click.echo(setup.header())

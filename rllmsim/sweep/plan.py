@@ -1,13 +1,15 @@
 """Capacity planning: the highest request rate each candidate deployment sustains within the SLOs,
 and the cheapest deployment for a target rate.
 
-For each candidate (GPU, TP, quantization, KV-cache dtype, and replicas or "auto"), a bisection on
-the request rate finds the highest rate whose SLO metrics stay within their limits, as
-Vidur-Search does: probe a start rate, double (or halve) until the SLOs flip, then bisect until the
-bracket is within a relative tolerance. Every probe (`rllmsim.sweep.probe`) is one fast-forwarded
-simulation of `duration_s` seconds of arrivals with the same seed, so probes at different rates
-share their arrival pattern and lengths (common random numbers) and the search compares like with
-like; failing probes stop early, once a miss is certain.
+For each candidate (GPU, TP, quantization, KV-cache dtype, and replicas or "auto"), a search on
+the request rate (`rllmsim.sweep.search`) finds the highest rate whose SLO metrics stay within
+their limits, as Vidur-Search does: probe a start rate, step up (or down) until the SLOs flip, then
+bisect until the bracket is within a relative tolerance. The start is the cost model's closed-form
+guess of the sustainable rate (`rllmsim.sweep.bracket`; `first_bracket=False`: `start_rate`,
+doubling), so most searches bracket the answer in two probes. Every probe (`rllmsim.sweep.probe`)
+is one fast-forwarded simulation of `duration_s` seconds of arrivals with the same seed, so probes
+at different rates share their arrival pattern and lengths (common random numbers) and the search
+compares like with like; failing probes stop early, once a miss is certain.
 
 With `replicas="auto"` the search runs on one replica; a deployment for target rate R then needs
 n = ceil(R / r1) replicas, and a final probe of one replica at R / n gives its latencies at the
@@ -26,16 +28,20 @@ from typing import Any, Callable, Iterable, Mapping
 
 import numpy as np
 
+from rllmsim.cost.base import CostModel
 from rllmsim.cost.select import cost_model_for
 from rllmsim.deployment import Deployment
 from rllmsim.errors import ConfigError
 from rllmsim.fidelity import fidelity
 from rllmsim.simulation import WorkloadSpec
 from rllmsim.specs import load_gpu, load_model
+from rllmsim.sweep.bracket import estimate_rate, workload_lengths
 from rllmsim.sweep.executors import Executor, InlineExecutor
 from rllmsim.sweep.pricing import usd_per_million_tokens
 from rllmsim.sweep.probe import REPORTED, ProbeSpec, run_probe
+from rllmsim.sweep.search import bisect_rate
 from rllmsim.sweep.slo import SLO
+
 ENGINE_FIELDS = ("max_num_seqs", "max_num_batched_tokens", "max_model_len", "gpu_memory_utilization",
                  "block_size", "enable_chunked_prefill", "num_gpu_blocks_override")
 
@@ -85,6 +91,7 @@ class PlanSettings:
     min_rate: float = 0.01
     pareto_metric: str = "e2el_p99"
     verify: bool = False
+    first_bracket: bool = True  # start at the cost model's guess; False: at start_rate, doubling
 
     def __post_init__(self) -> None:
         if not self.slos:
@@ -102,6 +109,8 @@ class PlanSettings:
                               f"<= --max-requests ({self.max_requests})")
         if self.max_probes < 2:
             raise ConfigError(f"--max-probes must be >= 2, got {self.max_probes}")
+        if not isinstance(self.first_bracket, bool):
+            raise ConfigError(f"first_bracket must be True or False (--[no-]first-bracket), got {self.first_bracket!r}")
         if not self.start_rate > 0:
             raise ConfigError(f"--start-rate must be > 0, got {self.start_rate}")
         if self.workload.get("arrival", "gamma") not in ("poisson", "gamma", "constant"):
@@ -155,49 +164,6 @@ def build_candidate_deployment(settings: PlanSettings, candidate: Candidate, rep
 
 # -- the search ----------------------------------------------------------------------------------
 
-def bisect_rate(evaluate: Callable[[float], dict[str, Any]], start: float, max_rate: float, rel_tol: float,
-                max_probes: int, min_rate: float) -> tuple[dict[str, Any] | None, float | None, list[dict]]:
-    """(best passing probe or None, lowest failing rate or None, every probe), Vidur-Search style."""
-    probes: list[dict[str, Any]] = []
-
-    def run(rate: float) -> dict[str, Any]:
-        result = evaluate(rate)
-        probes.append(result)
-        return result
-
-    best: dict[str, Any] | None = None
-    fail: float | None = None
-    rate = min(start, max_rate)
-    first = run(rate)
-    if first["ok"]:
-        best = first
-        while len(probes) < max_probes and rate < max_rate:
-            rate = min(rate * 2, max_rate)
-            result = run(rate)
-            if result["ok"]:
-                best = result
-            else:
-                fail = rate
-                break
-    else:
-        fail = rate
-        while len(probes) < max_probes and rate / 2 >= min_rate:
-            rate /= 2
-            result = run(rate)
-            if result["ok"]:
-                best = result
-                break
-            fail = rate
-    while best is not None and fail is not None and fail / best["rate"] - 1 > rel_tol and len(probes) < max_probes:
-        mid = (best["rate"] + fail) / 2
-        result = run(mid)
-        if result["ok"]:
-            best = result
-        else:
-            fail = mid
-    return best, fail, probes
-
-
 def search_candidate(task: Mapping[str, Any]) -> dict[str, Any]:
     """Worker entry: the max sustainable rate of one candidate and what it costs at the target."""
     settings = PlanSettings.from_dict(task["settings"])
@@ -211,13 +177,17 @@ def search_candidate(task: Mapping[str, Any]) -> dict[str, Any]:
         row.update(status="infeasible", reason=str(err), probes=[], wall_s=time.perf_counter() - started)
         return row
     row["num_gpu_blocks"] = unit.num_gpu_blocks
-    trust = fidelity(unit, cost_model_for(unit).provenance())  # the probes' cost model: run_simulation's default
+    cost = cost_model_for(unit)  # the probes' cost model: run_simulation's default
+    trust = fidelity(unit, cost.provenance())
     if trust is not None:
         row["fidelity"] = trust["line"]
     price = unit.gpu.price_per_gpu_hour_usd
     row["price_per_gpu_hour_usd"] = price
     cap = settings.target_rate  # nothing is gained by searching past the target
-    best, fail, probes, spec = _search_every_seed(settings, unit, cap)
+    guess = first_guess(settings, unit, cost) if settings.first_bracket else None
+    row["rate_estimate"] = guess if guess is not None else float("nan")
+    best, fail, probes, spec = _search_every_seed(settings, unit, cap, guess,
+                                                  settings.target_rate if candidate.replicas is None else None)
     by_seed = {p["seed"]: p["rate"] for p in probes if p.get("best_of_seed")}
     row["max_rate_by_seed"] = ", ".join(f"{seed}: {by_seed.get(seed, 0.0):.4g}" for seed in settings.seeds)
     row["max_rate_seed_spread_pct"] = (100.0 * (max(by_seed.values()) / min(by_seed.values()) - 1)
@@ -241,10 +211,10 @@ def search_candidate(task: Mapping[str, Any]) -> dict[str, Any]:
         replicas = max(1, math.ceil(settings.target_rate / best["rate"] - 1e-9))
         at_target = None
         for _ in range(4):  # the bisection's pass at max_rate should carry over; if noise says not, add one
-            at_target = best if math.isclose(settings.target_rate / replicas, best["rate"]) \
-                else probe(unit, settings.target_rate / replicas)
-            if at_target is not best:
-                at_target["stage"] = "at-target"
+            at_target = _already_probed(probes, spec.seed, settings.target_rate / replicas)
+            if at_target is None:  # often the search's own probe: it snaps to target / n
+                at_target = probe(unit, settings.target_rate / replicas)
+                at_target.update(stage="at-target", seed=spec.seed)
                 probes.append(at_target)
             if at_target["ok"]:
                 break
@@ -284,21 +254,38 @@ def search_candidate(task: Mapping[str, Any]) -> dict[str, Any]:
     return row
 
 
-def _search_every_seed(settings: PlanSettings, unit: Deployment, cap: float):
-    """Bisect the candidate's rate under every seed; the worst seed's result sizes it (a rate one
-    seed's traffic sustains and another's does not is not sustainable). Returns that seed's best
-    and failing rate, every probe (each tagged with its seed; each seed's best marked), and that
-    seed's probe spec for the probes at the target."""
+def first_guess(settings: PlanSettings, unit: Deployment, cost: CostModel) -> float | None:
+    """The closed-form sustainable rate of `unit` (all its replicas), where its search starts."""
+    prompt, output = workload_lengths(dict(settings.workload), settings.seed, unit.model.name)
+    one = estimate_rate(unit, cost, prompt, output, settings.slos)
+    return None if one is None else one * unit.replicas
+
+
+def _already_probed(probes: list[dict[str, Any]], seed: int, rate: float) -> dict[str, Any] | None:
+    """A probe already run at `rate` under `seed`: the same simulation, so the same verdict."""
+    return next((p for p in probes if p.get("seed") == seed and math.isclose(p["rate"], rate)), None)
+
+
+def _search_every_seed(settings: PlanSettings, unit: Deployment, cap: float, guess: float | None,
+                       sizing_target: float | None):
+    """Search the candidate's rate under every seed; the worst seed's result sizes it (a rate one
+    seed's traffic sustains and another's does not is not sustainable). The first seed starts at
+    `guess` (None: at start_rate, doubling), each later one at the previous seed's answer.
+    Returns the worst seed's best and failing rate, every probe (each tagged with its seed; each
+    seed's best marked), and that seed's probe spec for the probes at the target."""
     worst: tuple[dict[str, Any] | None, float | None, ProbeSpec] | None = None
     probes: list[dict[str, Any]] = []
     for seed in settings.seeds:
         spec = settings.probe_spec_for(seed)
-        best, fail, tried = bisect_rate(lambda r: run_probe(spec, unit, r), settings.start_rate * unit.replicas, cap,
-                                        settings.rel_tol, settings.max_probes, settings.min_rate)
+        start = guess if guess is not None else settings.start_rate * unit.replicas
+        best, fail, tried = bisect_rate(lambda r: run_probe(spec, unit, r), start, cap, settings.rel_tol,
+                                        settings.max_probes, settings.min_rate, guessed=guess is not None,
+                                        sizing_target=sizing_target)
         for p in tried:
             p.update(stage="search", seed=seed)
         if best is not None:
             best["best_of_seed"] = True
+            guess = best["rate"] if guess is not None else None
         probes += tried
         if worst is None or (worst[0] is not None and (best is None or best["rate"] < worst[0]["rate"])):
             worst = (best, fail, spec)
@@ -364,9 +351,13 @@ def run_plan(settings: PlanSettings, candidates: list[Candidate], executor: Exec
     if not candidates:
         raise ConfigError("plan: no candidate deployments; give --gpus and --tp")
     load_model(settings.model)  # an unknown model is one error, not one per candidate
-    tasks = [{"settings": settings.to_dict(), "candidate": dataclasses.asdict(c)} for c in candidates]
+    # widest TP first: those sustain the highest rates, so their probes simulate the most requests,
+    # and a pool that starts them last waits on them at the end
+    order = sorted(range(len(candidates)), key=lambda i: -candidates[i].tp)
+    tasks = [{"settings": settings.to_dict(), "candidate": dataclasses.asdict(candidates[i])} for i in order]
     rows: list[dict[str, Any] | None] = [None] * len(tasks)
-    for index, result in (executor or InlineExecutor()).imap_unordered(search_candidate, tasks):
+    for position, result in (executor or InlineExecutor()).imap_unordered(search_candidate, tasks):
+        index = order[position]
         if isinstance(result, BaseException):
             result = {"label": candidates[index].label, **dataclasses.asdict(candidates[index]),
                       "status": "error", "reason": f"{type(result).__name__}: {result}", "probes": []}
