@@ -194,6 +194,10 @@ def test_plan_command_prints_the_ranking_and_writes_the_plan(tmp_path):
     candidates = pd.read_parquet(tmp_path / "plan" / "candidates.parquet")
     probes = pd.read_parquet(tmp_path / "plan" / "probes.parquet")
     assert set(candidates["label"]) == {"l4 tp1", "a100-80gb tp1"} and len(probes) >= 4
+    header = next(line for line in out.splitlines() if line.lstrip().startswith("#"))
+    assert "KV peak" in header and "preempt" in header and "stragglers" in header
+    meets = candidates[candidates["meets_target"].fillna(False).astype(bool)]
+    assert len(meets) and (meets["at_target_stragglers"] >= 0).all()  # counted where the target was probed
 
 
 @pytest.mark.parametrize("extra, needle", [

@@ -57,7 +57,7 @@ def format_plan(result: PlanResult) -> str:
     metric = s.pareto_metric
     header = ["#", "candidate", "max req/s", "replicas", "headroom", "GPUs", "$/hour", "$/M out tok", "tok/s/GPU",
               "TTFT p99 ms", "TTFVT p99 ms", "TPOT p99 ms", "E2EL p90 ms", f"{_metric_label(metric)} ms", "KV peak",
-              "preempt", "pareto"]
+              "preempt", "stragglers", "pareto"]
     pareto = {r["label"] for r in result.pareto}
     table = []
     for i, row in enumerate(result.ranked, 1):
@@ -68,7 +68,7 @@ def format_plan(result: PlanResult) -> str:
                       *(format_ms(row.get(f"at_target_{name}"))
                         for name in ("ttft_p99", "ttfvt_p99", "tpot_p99", "e2el_p90", metric)),
                       _percent(row.get("at_target_kv_peak_pct")), _count(row.get("at_target_preemptions")),
-                      "*" if row["label"] in pareto else ""])
+                      _count(row.get("at_target_stragglers")), "*" if row["label"] in pareto else ""])
     lines = [f"Deployments that serve {s.target_rate:g} req/s of {s.model} ({_workload_label(s.workload)}) "
              f"within {', '.join(str(x) for x in s.slos)}, cheapest first:"]
     lines += _columns(header, table) if table else ["  (none)"]
@@ -111,7 +111,7 @@ def format_plan(result: PlanResult) -> str:
                  f"requests per replica), first {s.warmup:.0%} of requests as warm-up, {seeds}")
     lines.append("headroom: how far the sized deployment's sustainable rate exceeds the target "
                  "(>= where one replica's search stopped at the target); latencies, KV peak (% of one replica's "
-                 "blocks) and preemptions at the target rate, after warm-up (TTFVT, KV peak and preemptions over "
+                 "blocks), preemptions and stragglers at the target rate, after warm-up (TTFVT, KV peak, preemptions and stragglers over "
                  "the whole probe)")
     return "\n".join(lines)
 

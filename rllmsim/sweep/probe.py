@@ -31,8 +31,9 @@ if TYPE_CHECKING:
 
 #: Latencies every probe records, beside those the SLOs name; plan copies each to the
 #: at_target_* fields of a candidate. ttfvt_p99 comes from the run summary (every request);
-#: kv_peak_pct and preemptions are the run's, set in the record after the latencies.
-REPORTED = ("ttft_p99", "tpot_p99", "e2el_p50", "e2el_p90", "e2el_p99", "ttfvt_p99", "kv_peak_pct", "preemptions")
+#: kv_peak_pct, preemptions and stragglers are the run's, set in the record after the latencies.
+REPORTED = ("ttft_p99", "tpot_p99", "e2el_p50", "e2el_p90", "e2el_p99", "ttfvt_p99", "kv_peak_pct", "preemptions",
+            "stragglers")
 
 
 class SLOMissed(Exception):
@@ -159,7 +160,7 @@ def run_probe(spec: ProbeSpec, deployment: Deployment, rate: float) -> dict[str,
     except SLOMissed as stop:
         record.update({name: float("nan") for name in names})
         record.update(ok=False, violated=str(stop).split(" ", 1)[0], early_stop=str(stop),
-                      mean_output_tokens=float("nan"), preemptions=-1, kv_peak_pct=float("nan"),
+                      mean_output_tokens=float("nan"), preemptions=-1, stragglers=-1, kv_peak_pct=float("nan"),
                       wall_s=time.perf_counter() - started)
         return record
     requests = out.requests
@@ -180,6 +181,7 @@ def run_probe(spec: ProbeSpec, deployment: Deployment, rate: float) -> dict[str,
     record["steady"] = bool(window >= 2 * values.get("e2el_p90", np.nan)) if ok_values(values) else True
     record.update(ok=not violated, violated=",".join(violated),
                   mean_output_tokens=float(done["output_tokens"].mean()) if len(done) else float("nan"),
-                  preemptions=int(requests["preemptions"].sum()), kv_peak_pct=float(out.summary["kv"]["peak_pct"]),
+                  preemptions=int(requests["preemptions"].sum()), stragglers=int(out.summary["stragglers"]["count"]),
+                  kv_peak_pct=float(out.summary["kv"]["peak_pct"]),
                   wall_s=time.perf_counter() - started)
     return record
