@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from bad_input_helpers import SIMULATE, assert_refused, run_in
+from bad_input_helpers import SIMULATE, assert_refused
 
 CALIBRATION = Path(__file__).resolve().parents[1] / "calibration" / "tiny-llama-cpu.json"
 SWEEP_BASE = "deployment:\n  model: deepseek-r1-distill-qwen-1.5b\n  gpu: h100\nworkload:\n  num_requests: 5\n"
