@@ -300,3 +300,13 @@ def test_the_first_bracket_can_be_turned_off_from_the_api_and_the_cli():
         prepare(**grid, first_bracket="off")
     help_text = CliRunner().invoke(main, ["plan", "--help"]).output
     assert "--first-bracket / --no-first-bracket" in help_text
+
+
+def test_plan_takes_a_cache_aware_router_with_weights():
+    from rllmsim.api.plan import prepare
+
+    setup = prepare(slo=list(SLOS), model=MODEL, gpus="h100-sxm", tp="1", rate=2.0, router="kv-aware:prefix=2,kv=1",
+                    workers=1)
+    assert setup.settings.router == "kv-aware:prefix=2,kv=1"
+    with pytest.raises(ConfigError, match="unknown router"):
+        prepare(slo=list(SLOS), model=MODEL, gpus="h100-sxm", tp="1", rate=2.0, router="nearest")

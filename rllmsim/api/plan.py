@@ -18,7 +18,7 @@ from rllmsim import checks
 from rllmsim.api import kwargs
 from rllmsim.api.display import frame_html
 from rllmsim.commands.options import DEFAULT_MODEL, workload_from_options
-from rllmsim.engine.router import ROUTERS
+from rllmsim.engine.router import parse_router
 from rllmsim.errors import ConfigError
 from rllmsim.specs import load_model
 from rllmsim.sweep.executors import default_workers, make_executor
@@ -144,8 +144,7 @@ def prepare(*, slo: str | Iterable[str], model: str = DEFAULT_MODEL, gpus: Grid 
               "block_size": block_size, "enable_chunked_prefill": enable_chunked_prefill}
     engine = {k: v for k, v in engine.items() if v is not None}
     checks.engine_fields(engine)
-    if router not in ROUTERS:
-        raise ConfigError(f"router {router!r} is not one of {', '.join(sorted(ROUTERS))}")
+    parse_router(router)  # a name, or a cache-aware router with its weights
     given = kwargs.resolve("plan()", workload, allowed=kwargs.names("workload"), extra=OWN_KEYWORDS)
     if "num_requests" in given:
         min_requests = max_requests = given["num_requests"]  # an explicit count fixes it

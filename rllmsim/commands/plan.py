@@ -13,7 +13,7 @@ from click.core import ParameterSource
 from rllmsim import checks
 from rllmsim.api.plan import DEFAULT_GPUS, prepare
 from rllmsim.commands.multi_value import MultiValueOption
-from rllmsim.commands.options import DEFAULT_MODEL, workload_options
+from rllmsim.commands.options import DEFAULT_MODEL, RouterSpec, workload_options
 from rllmsim.engine.router import ROUTERS
 
 @click.command("plan")
@@ -33,7 +33,8 @@ from rllmsim.engine.router import ROUTERS
 @click.option("--gpu-memory-utilization", type=float, default=0.9, show_default=True)
 @click.option("--block-size", type=int, default=16, show_default=True)
 @click.option("--enable-chunked-prefill/--no-enable-chunked-prefill", default=True, show_default=True)
-@click.option("--router", type=click.Choice(sorted(ROUTERS)), default="round-robin", show_default=True)
+@click.option("--router", type=RouterSpec(), default="round-robin", show_default=True,
+              help=f"{', '.join(ROUTERS)}; the cache-aware ones take weights (kv-aware:prefix=2,kv=1,queue=1).")
 @workload_options
 @click.option("--slo", "slos", cls=MultiValueOption, required=True, metavar="METRIC_STAT=LIMIT ...",
               help="Percentile SLOs with a unit: --slo ttft_p99=10s tpot_p99=80ms e2el_p90=600s (unlike "
