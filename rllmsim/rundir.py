@@ -109,3 +109,17 @@ def write_run(path: str | Path, tables: dict[str, pd.DataFrame], summary: dict[s
         for name, text in (extra_files or {}).items():
             (staging / name).write_text(text, encoding="utf-8")
     return Path(path)
+
+
+def write_simulation(path: str | Path, output: Any, model_id: str, timeline: bool = True,
+                     extra_files: dict[str, str] | None = None) -> Path:
+    """A simulation's run directory, the same wherever one is written (`simulate --out`,
+    `Run.save`, `compare --save-runs`, `sweep --save-runs`): requests.parquet, timeline.parquet
+    (unless `timeline` is off), summary.json and bench.json, the run in `vllm bench serve
+    --save-result` form for `model_id`. `output` is a `rllmsim.simulation.RunOutput`."""
+    from rllmsim.metrics.bench_json import BENCH_FILE, bench_result
+
+    bench = bench_result(output.summary, output.requests, output.result.itl, model_id)
+    tables = {"requests": output.requests, **({"timeline": output.result.timeline} if timeline else {})}
+    files = {BENCH_FILE: json.dumps(to_jsonable(bench), indent=2) + "\n", **(extra_files or {})}
+    return write_run(path, tables, output.summary, extra_files=files)

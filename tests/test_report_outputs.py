@@ -93,6 +93,16 @@ def compare_dirs(tmp_path_factory) -> dict[str, object]:
     return {"comparison": comparison, "saved": root / "saved", "bare": root / "bare"}
 
 
+def test_saved_variant_runs_are_run_directories_as_simulate_writes_them(compare_dirs):
+    import json
+    saved = compare_dirs["saved"] / "runs" / "tp2"
+    assert {p.name for p in saved.iterdir()} == {"requests.parquet", "timeline.parquet", "summary.json", "bench.json"}
+    bench = json.loads((saved / "bench.json").read_text())
+    summary = json.loads((saved / "summary.json").read_text())
+    assert bench["completed"] == summary["requests"]["completed"]
+    assert bench["mean_ttft_ms"] == pytest.approx(1e3 * summary["ttft_s"]["mean"])
+
+
 def test_compare_cost_is_replicas_times_tp_times_the_price(compare_dirs):
     comparison = compare_dirs["comparison"]
     price = load_gpu("l4").price_per_gpu_hour_usd

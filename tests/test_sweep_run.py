@@ -98,7 +98,8 @@ def test_save_runs_writes_run_directories_the_report_can_read(tmp_path):
     frame = read_results(tmp_path)
     ok_key = frame.loc[frame["status"] == "ok", "key"].item()
     run_dir = tmp_path / "runs" / ok_key
-    assert {p.name for p in run_dir.iterdir()} == {"requests.parquet", "timeline.parquet", "summary.json"}
+    assert {p.name for p in run_dir.iterdir()} == {"requests.parquet", "timeline.parquet", "summary.json",
+                                                   "bench.json"}  # as simulate writes it
 
 
 def test_48_runs_inline_and_on_a_process_pool_agree(tmp_path):

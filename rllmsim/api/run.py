@@ -6,7 +6,6 @@ with `rllmsim report DIR` exactly as one written by the CLI.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -14,9 +13,9 @@ import pandas as pd
 
 from rllmsim.api.display import headline, table_html
 from rllmsim.deployment import Deployment
-from rllmsim.metrics.bench_json import BENCH_FILE, bench_result
+from rllmsim.metrics.bench_json import bench_result
 from rllmsim.metrics.load import load_warning
-from rllmsim.rundir import to_jsonable, write_run
+from rllmsim.rundir import write_simulation
 from rllmsim.simulation import RunOutput
 
 
@@ -63,11 +62,8 @@ class Run:
         `report`) into the new directory `path`, atomically."""
         from rllmsim.report import REPORT_FILE
 
-        tables = {"requests": self.requests, **({"timeline": self.timeline} if timeline else {})}
-        extra = {BENCH_FILE: json.dumps(to_jsonable(self.bench()), indent=2) + "\n"}
-        if report:
-            extra[REPORT_FILE] = self.report_html(timeline)
-        return write_run(path, tables, self.summary, extra_files=extra)
+        extra = {REPORT_FILE: self.report_html(timeline)} if report else None
+        return write_simulation(path, self.output, self.deployment.model.hf_id, timeline=timeline, extra_files=extra)
 
     def bench(self) -> dict[str, Any]:
         """The run as `vllm bench serve --save-result` writes a result (its keys, ms units), for

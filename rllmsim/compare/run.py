@@ -21,7 +21,7 @@ from rllmsim.cost.base import CostModel
 from rllmsim.deployment import Deployment
 from rllmsim.errors import ConfigError
 from rllmsim.metrics.stragglers import DEFAULT_FACTOR
-from rllmsim.rundir import staged_directory, to_jsonable, write_json_atomic, write_run
+from rllmsim.rundir import staged_directory, to_jsonable, write_json_atomic, write_simulation
 from rllmsim.simulation import RunOutput, WorkloadSpec, run_simulation
 from rllmsim.sweep.pricing import cost_per_hour
 
@@ -200,7 +200,7 @@ def write_comparison(comparison: Comparison, out: str | Path, html: bool = True,
         if html:
             (staging / "compare.html").write_text(comparison_html(comparison, comparison.metrics), encoding="utf-8")
         if save_runs:
+            models = {v.name: v.deployment.model.hf_id for v in comparison.variants}
             for name, run in comparison.runs.items():
-                write_run(staging / "runs" / name, {"requests": run.requests, "timeline": run.result.timeline},
-                          run.summary)
+                write_simulation(staging / "runs" / name, run, models[name])
     return Path(out)

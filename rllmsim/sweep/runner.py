@@ -92,7 +92,7 @@ def run_one(run: Mapping[str, Any]) -> dict[str, Any]:
             row["slo_violated"] = ",".join(violated)
         save_dir = run.get("save_dir")
         if save_dir:
-            _save_run(Path(save_dir), out)
+            _save_run(Path(save_dir), out, deployment.model.hf_id)
         row["status"], row["error"] = "ok", ""
     except Exception as err:  # noqa: BLE001 - a failed run is a result, not a crash
         row["status"] = "error"
@@ -103,13 +103,13 @@ def run_one(run: Mapping[str, Any]) -> dict[str, Any]:
     return row
 
 
-def _save_run(path: Path, out) -> None:
+def _save_run(path: Path, out, model_id: str) -> None:
     """The run's directory, as `simulate` writes it; a partial one from a killed sweep is replaced."""
-    from rllmsim.rundir import write_run
+    from rllmsim.rundir import write_simulation
 
     if path.exists():
         shutil.rmtree(path)
-    write_run(path, {"requests": out.requests, "timeline": out.result.timeline}, out.summary)
+    write_simulation(path, out, model_id)
 
 
 def _one_line(err: BaseException) -> str:
