@@ -163,7 +163,7 @@ def prepare(*, slo: str | Iterable[str], model: str = DEFAULT_MODEL, gpus: Grid 
                             verify=verify)
     candidates = candidates_from(_split(gpus), _ints(tp, "--tp"), _split(quantization), _split(kv_cache_dtype),
                                  replica_choices)
-    _check_grid(model, candidates, seed, workers)
+    _check_grid(model, candidates, workers)
     return PlanSetup(settings, candidates, workers, ray, ray_address)
 
 
@@ -185,11 +185,11 @@ def _ints(values: Grid, flag: str) -> list[int]:
         raise ConfigError(f"{flag} takes integers such as 1,2,4, got {','.join(_texts(values))!r}") from None
 
 
-def _check_grid(model: str, candidates: list[Candidate], seed: int, workers: int | None) -> None:
+def _check_grid(model: str, candidates: list[Candidate], workers: int | None) -> None:
     """Every value of the grid is checked before the search starts (and its progress bar), so a
-    typo is one line instead of a table of failed candidates. A candidate that does not fit its
-    GPU, or whose TP does not divide the model's heads, is a result, not a mistake."""
-    checks.seed(seed, "--seed")
+    typo is one line instead of a table of failed candidates (the seeds are checked with the
+    other settings). A candidate that does not fit its GPU, or whose TP does not divide the
+    model's heads, is a result, not a mistake."""
     if workers is not None:
         checks.integer(workers, "--workers", minimum=1)
     load_model(model)

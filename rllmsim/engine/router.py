@@ -14,13 +14,12 @@ and sweeps alike.
 
 from __future__ import annotations
 
-from typing import Protocol, Sequence
-
 import math
+from typing import Protocol, Sequence
 
 import numpy as np
 
-from rllmsim.engine.kv_routing import DynamoCost, WeightedScorers
+from rllmsim.engine.kv_routing import DynamoCost, WeightedScorers, kv_usage
 from rllmsim.engine.replica import Replica
 from rllmsim.engine.request import RequestLedger
 from rllmsim.errors import ConfigError
@@ -56,8 +55,7 @@ class LeastKVUsage:
     """The replica with the smallest share of KV blocks in use, then the fewest outstanding."""
 
     def choose(self, rid: int, replicas: Sequence[Replica], outstanding: np.ndarray, now: float) -> int:
-        keys = [(r.kv_blocks_used(now) / r.kv_capacity_blocks, int(outstanding[i]))
-                for i, r in enumerate(replicas)]
+        keys = list(zip(kv_usage(replicas, now).tolist(), outstanding.tolist()))
         return keys.index(min(keys))
 
 
