@@ -14,7 +14,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from rllmsim import checks, parallel, spec_decode
+from rllmsim import checks, parallel, pipeline, spec_decode
 from rllmsim.engine.acceptance import DEFAULT_ACCEPTANCE_SPREAD
 from rllmsim.engine.kv_capacity import KVBudget, kv_budget
 from rllmsim.engine.kv_layout import KVLayout, kv_layout
@@ -81,6 +81,7 @@ class Deployment:
     disable_custom_all_reduce: bool = False
     enable_expert_parallel: bool = False  # MoE experts sharded over the DP x TP ranks instead of split
     data_parallel_size: int = 1  # engine cores per replica, each with its own TP group (rllmsim.parallel)
+    pipeline_parallel_size: int = 1  # stages per engine core, each on its own TP group (rllmsim.pipeline)
 
     def __post_init__(self) -> None:
         _require(self.tp >= 1 and self.tp & (self.tp - 1) == 0, "tp", f"must be a power of two, got {self.tp}")
@@ -102,8 +103,10 @@ class Deployment:
         _require(not self.enable_expert_parallel or self.model.num_experts > 0, "enable_expert_parallel",
                  f"needs a mixture-of-experts model; {self.model.name} is dense")
         version = parse_vllm_version(self.vllm_version)
+        pipeline.check(self)
         if self.async_scheduling is None:
-            object.__setattr__(self, "async_scheduling", version >= ASYNC_SCHEDULING_DEFAULT_SINCE)
+            object.__setattr__(self, "async_scheduling", version >= ASYNC_SCHEDULING_DEFAULT_SINCE
+                               and self.pipeline_parallel_size == 1)
         if self.scheduler_reserve_full_isl is None:
             object.__setattr__(self, "scheduler_reserve_full_isl", version >= RESERVE_FULL_ISL_SINCE)
         large_gpu = self.gpu.hbm_gib >= 70 and not self.gpu.name.startswith("a100")
@@ -142,7 +145,14 @@ class Deployment:
     @property
     def weight_bytes_per_gpu(self) -> float:
         """Weights (and a speculative drafter's, `rllmsim.spec_decode`) split evenly across the TP group;
-        with data parallelism the routed experts across all DP x TP GPUs (`rllmsim.parallel`)."""
+        with data parallelism the routed experts across all DP x TP GPUs (`rllmsim.parallel`); with
+        pipeline parallelism those of the fullest stage (`rllmsim.pipeline`)."""
+        return pipeline.weight_bytes_per_gpu(self, self.weight_bytes_per_tp_gpu)
+
+    @property
+    def weight_bytes_per_tp_gpu(self) -> float:
+        """`weight_bytes_per_gpu` as if one TP group held every layer: the bytes one step reads
+        per TP rank, which pipeline stages share out among them."""
         model_bytes = self.model.weight_bytes(self.weight_bytes_per_param, quantization_scope(self.quantization))
         return parallel.weight_bytes_per_gpu(self, model_bytes + self._drafter_weight_bytes())
 
@@ -151,7 +161,8 @@ class Deployment:
 
     @property
     def kv_bytes_per_token_per_gpu(self) -> float:
-        """The target model's KV bytes per token on one GPU (what its attention reads)."""
+        """The target model's KV bytes per token on one TP group's GPU over all layers (what its
+        attention reads per step; with pipeline parallelism the stages' GPUs share them out)."""
         return self._kv_bytes_per_token(self.model)
 
     @property
@@ -184,11 +195,14 @@ class Deployment:
     @property
     def kv_block_bytes(self) -> float:
         """Bytes of one pool block per GPU: `block_size` tokens of the layers one block holds
-        (all of them, or one hybrid group's), and the drafter's layers beside them."""
+        (all of them, or one hybrid group's, or with pipeline parallelism those of the stage
+        with the most layers), and the drafter's layers beside them."""
         layout = self.kv_layout
         per_token = self.kv_bytes_per_token_per_gpu
         if layout.hybrid:
             per_token = per_token * layout.layers_per_block / self.model.num_layers
+        elif self.pipeline_parallel_size > 1:
+            per_token = per_token * pipeline.max_stage_layers(self) / self.model.num_layers
         return self.block_size * (per_token + self.drafter_kv_bytes_per_token_per_gpu)
 
     def max_request_blocks(self, tokens: int) -> int:
@@ -227,7 +241,7 @@ class Deployment:
 
     @property
     def gpus_per_replica(self) -> int:
-        return self.tp * self.data_parallel_size
+        return self.tp * self.pipeline_parallel_size * self.data_parallel_size
 
     def blocks_for(self, tokens: int) -> int:
         return math.ceil(tokens / self.block_size)
@@ -239,8 +253,8 @@ class Deployment:
                 raise ConfigError(
                     f"{self.model.name} does not fit on {self.gpu.name} at tp={self.tp}: weights, activations "
                     f"and runtime need {budget.non_kv / GIB:.1f} GiB per GPU but gpu_memory_utilization gives "
-                    f"{budget.requested / GIB:.1f} GiB (short by {-budget.available / GIB:.1f} GiB); raise --tp, "
-                    "quantize, or pick a larger GPU")
+                    f"{budget.requested / GIB:.1f} GiB (short by {-budget.available / GIB:.1f} GiB); raise --tp or "
+                    "--pipeline-parallel-size, quantize, or pick a larger GPU")
         _require(self.num_gpu_blocks >= 1, "num_gpu_blocks", "must be >= 1")
         if self.max_request_blocks(self.max_model_len) > self.num_gpu_blocks:
             max_tokens = self._longest_request_that_fits()

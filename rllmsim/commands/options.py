@@ -44,6 +44,9 @@ _DEPLOYMENT_OPTIONS = [
     click.option("--data-parallel-size", "-dp", "data_parallel_size", type=int, default=1, show_default=True,
                  help="Engine cores per replica (vLLM's DP ranks), each with its own scheduler and KV cache; "
                  "with a MoE model they step together and share the experts."),
+    click.option("--pipeline-parallel-size", "-pp", "pipeline_parallel_size", type=int, default=1, show_default=True,
+                 help="Pipeline stages per engine core, each on its own TP group; up to this many micro-batches "
+                 "are in flight."),
     click.option("--quantization", default=None, help="Weight quantization: fp8, int8, awq, gptq."),
     click.option("--kv-cache-dtype", default="auto", show_default=True),
     click.option("--max-num-seqs", type=int, default=None, help="Default as vllm serve picks for the GPU."),
@@ -129,7 +132,7 @@ DEPLOYMENT_KEYS = ("tp", "replicas", "quantization", "kv_cache_dtype", "max_num_
                    "max_model_len", "gpu_memory_utilization", "block_size", "enable_chunked_prefill",
                    "num_gpu_blocks_override", "enable_prefix_caching", "scheduler_reserve_full_isl",
                    "vllm_version", "async_scheduling", "enforce_eager", "disable_custom_all_reduce",
-                   "enable_expert_parallel", "data_parallel_size",
+                   "enable_expert_parallel", "data_parallel_size", "pipeline_parallel_size",
                    "speculative_method", "spec_acceptance_rate", "spec_mean_acceptance_length",
                    "spec_acceptance_spread")
 WORKLOAD_KEYS = ("arrival", "rate", "cv", "burstiness", "dataset", "lengths_file", "max_tokens", "num_requests",

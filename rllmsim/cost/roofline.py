@@ -135,7 +135,7 @@ class RooflineCostModel:
     def _split_weight_bytes(self) -> tuple[float, float]:
         """Per-GPU bytes of the weights every step reads, and of all routed experts (MoE)."""
         d, m = self.deployment, self.deployment.model
-        total = d.weight_bytes_per_gpu
+        total = d.weight_bytes_per_tp_gpu
         if not m.num_experts:
             return total, 0.0
         experts = m.num_moe_layers * m.num_experts * 3 * m.hidden_size * m.moe_intermediate_size
@@ -189,6 +189,10 @@ class RooflineCostModel:
         if self._sliding is not None:
             gpu = gpu + sliding
         return self._combine(gpu, self._host(seqs), maximum)
+
+    def host_seconds(self, features: StepFeatures) -> np.ndarray:
+        """The host part of each step's time (see `KernelCostModel.host_seconds`)."""
+        return self._host(features.prefill_seqs + features.decode_seqs).astype(np.float64)
 
     def _host(self, seqs: Any) -> Any:
         return self._per_seq_s * seqs + self._host_fixed_s

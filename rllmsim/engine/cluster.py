@@ -16,6 +16,8 @@ from rllmsim.deployment import Deployment
 from rllmsim.engine.clients import Client
 from rllmsim.engine.kv_cache import BlockPool
 from rllmsim.engine.lockstep import LockstepReplica, lockstep_summary
+from rllmsim.engine.pipeline_replica import PipelineReplica
+from rllmsim.engine.pipeline_scheduler import PipelineScheduler
 from rllmsim.engine.replica import Replica
 from rllmsim.engine.request import RequestLedger
 from rllmsim.engine.router import make_router
@@ -78,13 +80,21 @@ class Cluster:
         self.arrivals = 0
 
     def _build_replicas(self, config: SchedulerConfig, cost_model: CostModel, fast_forward: bool) -> list[Replica]:
-        """What the router spreads over: one engine core per replica and DP rank, except that the
-        DP ranks of a mixture-of-experts replica step together as one `LockstepReplica`."""
+        """What the router spreads over: one engine core per replica and DP rank (a
+        `PipelineReplica` with pipeline stages), except that the DP ranks of a mixture-of-experts
+        replica step together as one `LockstepReplica`."""
         d = self.deployment
 
-        def scheduler() -> Scheduler:
-            return Scheduler(config, BlockPool(d.num_gpu_blocks, d.block_size), self.ledger)
+        def pool() -> BlockPool:
+            return BlockPool(d.num_gpu_blocks, d.block_size)
 
+        def scheduler() -> Scheduler:
+            return Scheduler(config, pool(), self.ledger)
+
+        if d.pipeline_parallel_size > 1:  # stepped one micro-batch at a time: no fast-forward
+            return [PipelineReplica(self.env, i, PipelineScheduler(config, pool(), self.ledger), cost_model, d,
+                                    self.timeline, self.itl, on_finish=self._finished)
+                    for i in range(d.engine_cores)]
         if not parallel.lockstep(d):
             return [Replica(self.env, i, scheduler(), cost_model, self.timeline, self.itl, fast_forward=fast_forward,
                             on_finish=self._finished) for i in range(d.engine_cores)]

@@ -206,7 +206,7 @@ class Scheduler(DecodeRunPlanning):
 
         `itl` receives the inter-token gap of every sequence that emitted after its first token.
         """
-        batch, ledger = self.running, self.ledger
+        batch = self.running
         if self.spec:
             emitted = self._apply_speculative(plan)
         else:
@@ -215,6 +215,12 @@ class Scheduler(DecodeRunPlanning):
             emitted = (plan.sched > 0) & (computed == batch.tokens)
             batch.generated += emitted
             batch.tokens += emitted
+        return self._record_emissions(emitted, end, itl)
+
+    def _record_emissions(self, emitted: np.ndarray, end: float, itl: LogHistogram) -> StepOutcome:
+        """After the running sequences' tokens were advanced (`emitted` per sequence, at `end`):
+        publish computed prefixes, record token times and answers, retire the finished."""
+        batch, ledger = self.running, self.ledger
         if self.config.enable_prefix_caching and _any(batch.prefix_blocks):
             self._publish_prefixes()
         rids = batch.rid[emitted > 0]

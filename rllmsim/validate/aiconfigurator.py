@@ -80,6 +80,7 @@ class ClosedLoopCase:
     concurrency_recorded: bool = True
     moe_ep: int = 1
     attention_dp: int = 1
+    pp: int = 1
 
 
 def read_aiconfigurator(path: str | Path) -> list[ClosedLoopCase]:
@@ -111,6 +112,7 @@ def read_aiconfigurator(path: str | Path) -> list[ClosedLoopCase]:
             backend_version=str(r.get("backend_version")) if isinstance(r.get("backend_version"), str) else "",
             concurrency_recorded="silicon_concurrency=" in str(r.get("silicon_data_source", "")),
             moe_ep=max(_int(r.get("moe_ep_size")), 1), attention_dp=max(_int(r.get("attention_dp_size")), 1),
+            pp=max(_int(r.get("pp_size")), 1),
         ))
     return cases
 
@@ -137,6 +139,7 @@ def case_deployment(case: ClosedLoopCase, gpu: str | None = None) -> Deployment:
     return Deployment(model=model, gpu=load_gpu(gpu or case.system), tp=case.tp,
                       quantization=quantization, max_model_len=case.isl + case.osl,
                       enable_expert_parallel=case.moe_ep > 1, data_parallel_size=case.attention_dp,
+                      pipeline_parallel_size=case.pp,
                       **({"vllm_version": case.backend_version} if case.backend_version else {}))
 
 

@@ -29,6 +29,7 @@ from rllmsim.errors import ConfigError
 _ALIASES = {
     "tensor_parallel_size": "tp", "tp": "tp", "tp_size": "tp",
     "data_parallel_size": "data_parallel_size", "dp": "data_parallel_size", "replicas": "replicas",
+    "pipeline_parallel_size": "pipeline_parallel_size", "pp": "pipeline_parallel_size", "pp_size": "pipeline_parallel_size",
 }
 
 
@@ -44,6 +45,7 @@ class EngineArgs:
     tp: int = 1
     replicas: int = 1
     data_parallel_size: int = 1  # DP ranks of one engine (rllmsim.parallel), not independent replicas
+    pipeline_parallel_size: int = 1
     enable_expert_parallel: bool | None = None
     max_num_seqs: int | None = None
     max_num_batched_tokens: int | None = None

@@ -103,6 +103,7 @@ def build_deployment(engine: EngineArgs, gpu: GPUSpec, model: str | None = None,
                           "record num_gpu_blocks with the run, or calibrate on the same machine")
     knobs = {k: v for k, v in {
         "tp": engine.tp, "replicas": engine.replicas, "data_parallel_size": engine.data_parallel_size,
+        "pipeline_parallel_size": engine.pipeline_parallel_size,
         "enable_expert_parallel": engine.enable_expert_parallel, "quantization": engine.quantization,
         "kv_cache_dtype": engine.kv_cache_dtype, "max_num_seqs": engine.max_num_seqs,
         "max_num_batched_tokens": engine.max_num_batched_tokens, "max_model_len": engine.max_model_len,

@@ -349,6 +349,14 @@ class KernelCostModel:
         self.seconds_outside += outside
         return combine(gpu, host, self.deployment.async_scheduling, self.host.serial_s)
 
+    def host_seconds(self, features: StepFeatures) -> np.ndarray:
+        """The host part of each step's time (`step_time` adds it to the GPU's, or overlaps it):
+        a pipeline-parallel replica's engine core does it once per micro-batch while the stages
+        share the GPU part (`rllmsim.engine.pipeline_replica`)."""
+        f = features
+        seqs, tokens = f.prefill_seqs + f.decode_seqs, f.prefill_tokens + f.decode_tokens
+        return self.host.seconds(seqs, tokens) + self.host.serial_s
+
     def op_group_seconds(self, features: StepFeatures) -> np.ndarray:
         """GPU seconds of each step's op groups (steps x OP_GROUPS: linear, attention,
         per_sequence) as the tables time them, before any scale: the design matrix a kernel

@@ -1,0 +1,173 @@
+"""A pipeline-parallel vLLM replica: one engine core, P stages, up to P micro-batches in flight.
+
+The engine core loop is vLLM's `EngineCore.step_with_batch_queue` (`max_concurrent_batches` = P
+under pipeline parallelism): while fewer than P batches are in flight and someone can be
+scheduled, it schedules one more and launches it without waiting; otherwise it blocks on the
+oldest batch, applies its output, and loops. Requests that arrive meanwhile join the waiting
+queue and are seen at the next schedule.
+
+Timing: scheduling and preparing a batch is the step's host time (the cost model's
+`host_seconds`), spent on the engine core before the batch launches; the batch then runs stage
+after stage, each stage as soon as it is free, taking its layers' share of the step's GPU time
+(the lm_head and sampling are spread with the layers, not put on the last stage), and the
+hidden states cross between stages (`StageLinks`). With P batches in flight every stage is busy,
+which is where pipeline parallelism earns its throughput; each sequence still waits for its
+batch to cross all stages before its next token.
+
+Pipeline replicas are stepped one micro-batch at a time (no fast-forward), so `--step-by-step`
+gives the same results by construction.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Callable
+
+import numpy as np
+import simpy
+
+from rllmsim import parallel, pipeline
+from rllmsim.cost.base import CostModel
+from rllmsim.cost.data_parallel import INTER_NODE_GBPS, INTER_NODE_LATENCY_S
+from rllmsim.cost.roofline import RooflineParams
+from rllmsim.deployment import Deployment
+from rllmsim.engine.pipeline_scheduler import MicroBatch, PipelineScheduler
+from rllmsim.engine.replica import apply_steps
+from rllmsim.errors import ConfigError
+from rllmsim.metrics.histogram import LogHistogram
+from rllmsim.metrics.timeline import TimelineRecorder
+
+FinishCallback = Callable[[int, np.ndarray, float], None]
+GIGA = 1e9
+
+
+class StageLinks:
+    """Seconds for a micro-batch's intermediate tensors to cross each stage boundary.
+
+    Stage j runs on GPUs j x tp .. (j + 1) x tp - 1 of the replica; a boundary inside one NVLink
+    domain crosses the GPU's interconnect, one between domains the network. vLLM sends each TP
+    rank's slice of the tensors and all-gathers them on the receiving stage, so each GPU's link
+    carries 1/tp of the bytes; each crossing also pays one collective's fixed cost (the same
+    assumptions as the roofline's all-reduce and the data-parallel exchange)."""
+
+    def __init__(self, dep: Deployment) -> None:
+        params, tp, domain = RooflineParams(), dep.tp, parallel.nvlink_domain(dep)
+        pcie = dep.gpu.interconnect.startswith("pcie")
+        local = dep.gpu.interconnect_gbps * GIGA * (params.pcie_interconnect_efficiency if pcie
+                                                     else params.interconnect_efficiency)
+        network = INTER_NODE_GBPS * GIGA * params.interconnect_efficiency
+        self.bytes_per_token = pipeline.activation_bytes_per_token(dep) / tp
+        self.links: list[tuple[float, float]] = []  # (bytes per second, fixed seconds) per boundary
+        for j in range(dep.pipeline_parallel_size - 1):
+            crosses = (j * tp) // domain != ((j + 1) * tp) // domain or tp > domain
+            self.links.append((network, INTER_NODE_LATENCY_S) if crosses else (local, params.allreduce_latency_s))
+
+    def seconds(self, boundary: int, tokens: int) -> float:
+        rate, fixed = self.links[boundary]
+        return fixed + tokens * self.bytes_per_token / rate
+
+
+class PipelineReplica:
+    """A SimPy process serving the requests the router gives it, P micro-batches at a time."""
+
+    def __init__(self, env: simpy.Environment, index: int, scheduler: PipelineScheduler, cost_model: CostModel,
+                 deployment: Deployment, timeline: TimelineRecorder, itl: LogHistogram,
+                 on_finish: FinishCallback | None = None) -> None:
+        if not hasattr(cost_model, "host_seconds"):
+            raise ConfigError("pipeline_parallel_size > 1 needs a cost model that separates host and GPU time; "
+                              "use --cost-model kernels or roofline")
+        self.env = env
+        self.index = index
+        self.scheduler = scheduler
+        self.cost_model = cost_model
+        self.timeline = timeline
+        self.itl = itl
+        self.on_finish = on_finish
+        self.depth = deployment.pipeline_parallel_size
+        layers = pipeline.stage_layers(deployment.model.num_layers, self.depth)
+        self.stage_shares = [n / deployment.model.num_layers for n in layers]
+        self.links = StageLinks(deployment)
+        self.clock = 0.0  # when the engine core is next free to schedule
+        self.steps = 0
+        self.events = 0
+        self._stage_free = [0.0] * self.depth
+        self._in_flight: deque[tuple[MicroBatch, float, float, int]] = deque()
+        self._recorded_until = 0.0
+        self._wake: simpy.Event | None = None
+        self.process = env.process(self._run())
+
+    # -- what the router sees -------------------------------------------------------------
+    @property
+    def outstanding(self) -> int:
+        """Requests running or waiting here."""
+        return self.scheduler.outstanding
+
+    @property
+    def kv_capacity_blocks(self) -> int:
+        return self.scheduler.pool.capacity
+
+    def enqueue(self, rid: int) -> None:
+        """Accept a routed request; the engine core sees it at its next schedule."""
+        self.scheduler.waiting.append(rid)
+        if self._wake is not None and not self._wake.triggered:
+            self._wake.succeed()
+
+    def kv_blocks_used(self, now: float) -> int:
+        """Blocks held now: a micro-batch's blocks are allocated when it is scheduled."""
+        return self.scheduler.pool.used
+
+    # -- the engine core ------------------------------------------------------------------
+    def _run(self):
+        env = self.env
+        while True:
+            if not self._in_flight and self.outstanding == 0:
+                self._wake = env.event()
+                yield self._wake
+                self._wake = None
+                self.events += 1
+                self.clock = max(self.clock, env.now)
+            if self.clock > env.now:
+                yield env.timeout(self.clock - env.now)  # arrivals until the engine core schedules
+                self.events += 1
+            if len(self._in_flight) < self.depth and self.outstanding and self._launch():
+                continue
+            if not self._in_flight:
+                continue  # the only running request preempted itself; the next schedule readmits it
+            micro, scheduled_at, end, used = self._in_flight.popleft()
+            if end > env.now:
+                yield env.timeout(end - env.now)
+                self.events += 1
+            self.clock = max(self.clock, end)
+            self._finish(micro, scheduled_at, end, used)
+
+    def _launch(self) -> bool:
+        """Schedule a micro-batch at the engine core's clock and send it down the stages."""
+        micro = self.scheduler.schedule_micro_batch(self.clock)
+        if micro is None:
+            return False
+        features = micro.features
+        step = float(self.cost_model.step_time(features)[0])
+        host = float(self.cost_model.host_seconds(features)[0])
+        gpu = max(step - host, 0.0)  # without async scheduling a step is its GPU time plus its host time
+        scheduled_at = self.clock
+        self.clock += host
+        tokens = int(features.prefill_tokens[0] + features.decode_tokens[0])
+        t = self.clock
+        for stage, share in enumerate(self.stage_shares):
+            if stage:
+                t += self.links.seconds(stage - 1, tokens)
+            t = max(t, self._stage_free[stage]) + gpu * share
+            self._stage_free[stage] = t
+        self._in_flight.append((micro, scheduled_at, t, self.scheduler.pool.used))
+        return True
+
+    def _finish(self, micro: MicroBatch, scheduled_at: float, end: float, used: int) -> None:
+        """Apply a returned micro-batch; its timeline row runs from the previous row's end (or
+        from when it was scheduled, after an idle pipeline) to its return, so rows never overlap."""
+        start = max(self._recorded_until, scheduled_at)
+        self._recorded_until = end
+        self.steps += 1
+        finished, _ = apply_steps(self.scheduler, self.index, micro, None, np.array([start, end]),
+                                  np.array([used]), self.timeline, self.itl)
+        if self.on_finish is not None and len(finished):
+            self.on_finish(self.index, finished, self.clock)
