@@ -21,8 +21,6 @@ gives the same results by construction.
 from __future__ import annotations
 
 from collections import deque
-from typing import Callable
-
 import numpy as np
 import simpy
 
@@ -32,12 +30,11 @@ from rllmsim.cost.data_parallel import INTER_NODE_GBPS, INTER_NODE_LATENCY_S
 from rllmsim.cost.roofline import RooflineParams
 from rllmsim.deployment import Deployment
 from rllmsim.engine.pipeline_scheduler import MicroBatch, PipelineScheduler
-from rllmsim.engine.replica import apply_steps
+from rllmsim.engine.replica import EngineCore, FinishCallback, apply_steps
 from rllmsim.errors import ConfigError
 from rllmsim.metrics.histogram import LogHistogram
 from rllmsim.metrics.timeline import TimelineRecorder
 
-FinishCallback = Callable[[int, np.ndarray, float], None]
 GIGA = 1e9
 
 
@@ -67,7 +64,7 @@ class StageLinks:
         return fixed + tokens * self.bytes_per_token / rate
 
 
-class PipelineReplica:
+class PipelineReplica(EngineCore):
     """A SimPy process serving the requests the router gives it, P micro-batches at a time."""
 
     def __init__(self, env: simpy.Environment, index: int, scheduler: PipelineScheduler, cost_model: CostModel,
@@ -76,41 +73,16 @@ class PipelineReplica:
         if not hasattr(cost_model, "host_seconds"):
             raise ConfigError("pipeline_parallel_size > 1 needs a cost model that separates host and GPU time; "
                               "use --cost-model kernels or roofline")
-        self.env = env
-        self.index = index
-        self.scheduler = scheduler
-        self.cost_model = cost_model
-        self.timeline = timeline
-        self.itl = itl
-        self.on_finish = on_finish
+        super().__init__(env, index, scheduler, cost_model, timeline, itl, on_finish)
+        self.scheduler: PipelineScheduler = scheduler
         self.depth = deployment.pipeline_parallel_size
         layers = pipeline.stage_layers(deployment.model.num_layers, self.depth)
         self.stage_shares = [n / deployment.model.num_layers for n in layers]
         self.links = StageLinks(deployment)
-        self.clock = 0.0  # when the engine core is next free to schedule
-        self.steps = 0
-        self.events = 0
         self._stage_free = [0.0] * self.depth
         self._in_flight: deque[tuple[MicroBatch, float, float, int]] = deque()
         self._recorded_until = 0.0
-        self._wake: simpy.Event | None = None
         self.process = env.process(self._run())
-
-    # -- what the router sees -------------------------------------------------------------
-    @property
-    def outstanding(self) -> int:
-        """Requests running or waiting here."""
-        return self.scheduler.outstanding
-
-    @property
-    def kv_capacity_blocks(self) -> int:
-        return self.scheduler.pool.capacity
-
-    def enqueue(self, rid: int) -> None:
-        """Accept a routed request; the engine core sees it at its next schedule."""
-        self.scheduler.waiting.append(rid)
-        if self._wake is not None and not self._wake.triggered:
-            self._wake.succeed()
 
     def kv_blocks_used(self, now: float) -> int:
         """Blocks held now: a micro-batch's blocks are allocated when it is scheduled."""
@@ -123,7 +95,6 @@ class PipelineReplica:
             if not self._in_flight and self.outstanding == 0:
                 self._wake = env.event()
                 yield self._wake
-                self._wake = None
                 self.events += 1
                 self.clock = max(self.clock, env.now)
             if self.clock > env.now:

@@ -28,7 +28,45 @@ FinishCallback = Callable[[int, np.ndarray, float], None]
 _NOBODY = np.zeros(0, dtype=np.int64)
 
 
-class Replica:
+class EngineCore:
+    """What the cluster and the router see of one engine core, whatever steps it: its scheduler
+    (waiting queue and KV pool), its clock, and its step and event counts."""
+
+    def __init__(self, env: simpy.Environment, index: int, scheduler: Scheduler, cost_model: CostModel,
+                 timeline: TimelineRecorder, itl: LogHistogram, on_finish: FinishCallback | None) -> None:
+        self.env = env
+        self.index = index
+        self.scheduler = scheduler
+        self.cost_model = cost_model
+        self.timeline = timeline
+        self.itl = itl
+        self.on_finish = on_finish
+        self.clock = 0.0
+        self.steps = 0
+        self.events = 0
+        self._wake: simpy.Event | None = None
+
+    @property
+    def outstanding(self) -> int:
+        """Requests running or waiting here."""
+        return self.scheduler.outstanding
+
+    @property
+    def kv_capacity_blocks(self) -> int:
+        return self.scheduler.pool.capacity
+
+    def enqueue(self, rid: int) -> None:
+        """Accept a routed request; it joins the waiting queue at the next step boundary."""
+        self.scheduler.waiting.append(rid)
+        self._wake_up()
+
+    def _wake_up(self) -> None:
+        """A request joined: wake the idle process."""
+        if self._wake is not None and not self._wake.triggered:
+            self._wake.succeed()
+
+
+class Replica(EngineCore):
     """A SimPy process serving the requests the router gives it."""
 
     def __init__(
@@ -43,37 +81,12 @@ class Replica:
         max_run_steps: int = MAX_RUN_STEPS,
         on_finish: FinishCallback | None = None,
     ) -> None:
-        self.env = env
-        self.index = index
-        self.scheduler = scheduler
-        self.cost_model = cost_model
-        self.timeline = timeline
-        self.itl = itl
+        super().__init__(env, index, scheduler, cost_model, timeline, itl, on_finish)
         self.fast_forward = fast_forward
         self.max_run_steps = max_run_steps
-        self.on_finish = on_finish
-        self.clock = 0.0
-        self.steps = 0
-        self.events = 0
-        self._wake: simpy.Event | None = None
         self._sleeping = False
         self._in_flight: tuple[np.ndarray, int, np.ndarray] | None = None
         self.process = env.process(self._run())
-
-    # -- what the router sees -------------------------------------------------------------
-    @property
-    def outstanding(self) -> int:
-        """Requests running or waiting here."""
-        return self.scheduler.outstanding
-
-    @property
-    def kv_capacity_blocks(self) -> int:
-        return self.scheduler.pool.capacity
-
-    def enqueue(self, rid: int) -> None:
-        """Accept a routed request; it joins the waiting queue at the next step boundary."""
-        self.scheduler.waiting.append(rid)
-        self._wake_up()
 
     def _wake_up(self) -> None:
         """A request joined: wake the idle process, or cut its sleep short at the step in progress."""
