@@ -150,6 +150,24 @@ def deployment(dep: Any) -> None:
         raise ConfigError("draft_model needs --speculative-method draft_model; add it or drop --draft-model")
 
 
+def kv_offloading(dep: Any) -> None:
+    """`--kv-offloading-size` and `--kv-offloading-backend` as vLLM takes them (hook: Deployment)."""
+    from rllmsim.engine.kv_offload import BACKENDS
+
+    if dep.kv_offloading_backend not in BACKENDS:
+        raise ConfigError(f"kv_offloading_backend {dep.kv_offloading_backend!r} is not one of "
+                          f"{', '.join(BACKENDS)}; give --kv-offloading-backend native or lmcache")
+    if dep.kv_offloading_size is None:
+        return
+    number(dep.kv_offloading_size, "kv_offloading_size", above=0, fix="give GiB of host memory, e.g. 64")
+    if dep.model.attention.num_sliding_layers:
+        raise ConfigError(f"kv_offloading_size with the sliding-window layers of {dep.model.name} is not "
+                          "modelled; drop --kv-offloading-size")
+    if not dep.gpu.host_link_gbps:
+        raise ConfigError(f"kv_offloading_size needs the host link of the GPU, which {dep.gpu.display_name} "
+                          "does not record; pick a --gpu from the catalog")
+
+
 def workload(spec: Any) -> None:
     """Ranges of a WorkloadSpec's numbers and its files' existence (hook: WorkloadSpec)."""
     if spec.arrival != "trace":

@@ -18,6 +18,7 @@ from rllmsim import checks, parallel, pipeline, spec_decode
 from rllmsim.engine.acceptance import DEFAULT_ACCEPTANCE_SPREAD
 from rllmsim.engine.kv_capacity import KVBudget, kv_budget
 from rllmsim.engine.kv_layout import KVLayout, kv_layout
+from rllmsim.engine.kv_offload import HOST_LINK_EFFICIENCY, OffloadConfig
 from rllmsim.errors import ConfigError
 from rllmsim.specs import GPUSpec, ModelSpec, dtype_bytes
 from rllmsim.specs.dtypes import quantization_scope, quantization_weight_bytes
@@ -82,6 +83,8 @@ class Deployment:
     enable_expert_parallel: bool = False  # MoE experts sharded over the DP x TP ranks instead of split
     data_parallel_size: int = 1  # engine cores per replica, each with its own TP group (rllmsim.parallel)
     pipeline_parallel_size: int = 1  # stages per engine core, each on its own TP group (rllmsim.pipeline)
+    kv_offloading_size: float | None = None  # GiB of host memory for KV, over all the replica's GPUs
+    kv_offloading_backend: str = "native"  # vLLM's native offloading connector, or LMCache
 
     def __post_init__(self) -> None:
         _require(self.tp >= 1 and self.tp & (self.tp - 1) == 0, "tp", f"must be a power of two, got {self.tp}")
@@ -104,6 +107,7 @@ class Deployment:
                  f"needs a mixture-of-experts model; {self.model.name} is dense")
         version = parse_vllm_version(self.vllm_version)
         pipeline.check(self)
+        checks.kv_offloading(self)
         if self.async_scheduling is None:
             object.__setattr__(self, "async_scheduling", version >= ASYNC_SCHEDULING_DEFAULT_SINCE
                                and self.pipeline_parallel_size == 1)
@@ -211,6 +215,21 @@ class Deployment:
         sliding group, a window and a step's worth of tokens (the admission cap)."""
         layout = self.kv_layout
         return self.blocks_for(tokens) + (layout.window_reserve(tokens) if layout.hybrid else 0)
+
+    @property
+    def offload_config(self) -> OffloadConfig | None:
+        """The CPU KV tier of each engine core (`rllmsim.engine.kv_offload`), None without one:
+        `kv_offloading_size` holds blocks of every GPU's share (vLLM sizes it over all TP ranks),
+        and each GPU loads its share over its own host link."""
+        if self.kv_offloading_size is None:
+            return None
+        gpus = self.tp * self.pipeline_parallel_size
+        replica_block = self.kv_block_bytes * gpus
+        return OffloadConfig(
+            backend=self.kv_offloading_backend, block_size=self.block_size,
+            capacity_blocks=int(self.kv_offloading_size * GIB // replica_block),
+            load_s_per_block=self.kv_block_bytes / (self.gpu.host_link_gbps * 1e9 * HOST_LINK_EFFICIENCY),
+            bytes_per_block=replica_block)
 
     @property
     def kv_budget(self) -> KVBudget:

@@ -36,6 +36,9 @@ def scenarios(draw):
         knobs["model"] = sliding_model(window)
         # vLLM's start-up check: a window plus a step's tokens per sliding group
         min_blocks += -(-min(window - 1 + budget, max_model_len) // block_size) + 1
+    if "model" not in knobs and draw(st.booleans()):  # a CPU KV tier, from a few blocks to all of them
+        knobs.update(kv_offloading_size=draw(st.sampled_from([0.002, 0.01, 8.0])),
+                     kv_offloading_backend=draw(st.sampled_from(["native", "lmcache"])))
     deployment = small_deployment(
         blocks=draw(st.integers(min_blocks, 4 * min_blocks)), block_size=block_size,
         max_num_seqs=draw(st.integers(1, 8)), budget=budget, chunked=chunked,

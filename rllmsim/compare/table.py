@@ -58,6 +58,9 @@ METRICS: tuple[Metric, ...] = (
     Metric("stragglers.count", "Stragglers", "", better="lower", digits=0),
     Metric("prefix_cache.hit_rate", "Prefix cache hit rate", "%", 100.0, "higher", points=True, digits=1,
            optional=True),
+    Metric("kv_offloading.reloaded_bytes", "Reloaded from CPU tier", "GiB", 2.0**-30, "", optional=True),
+    Metric("kv_offloading.recompute_tokens_saved", "Recompute tokens saved", "", better="higher", digits=0,
+           optional=True),
     Metric("cost.usd_per_hour", "Cost", "$/hour", better="lower", optional=True),
     Metric("cost.usd_per_million_output_tokens", "Cost per million output tokens", "$", better="lower",
            optional=True),
@@ -148,7 +151,7 @@ def format_table(frame: pd.DataFrame, metrics: Sequence[Metric] = METRICS, title
         label = f"{metric.label} ({metric.unit})" if metric.unit else metric.label
         cells = [label]
         for _, row in group.set_index("variant").loc[names].iterrows():
-            text = format_value(row["value"], metric)
+            text = format_value(_opt(row["value"]), metric)
             if row.name != base:
                 delta = format_delta(_opt(row["delta"]), _opt(row["delta_pct"]), metric)
                 text = f"{text} ({delta})" if delta else text

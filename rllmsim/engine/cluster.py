@@ -15,6 +15,7 @@ from rllmsim.cost.data_parallel import SharedMoE
 from rllmsim.deployment import Deployment
 from rllmsim.engine.clients import Client
 from rllmsim.engine.kv_cache import BlockPool
+from rllmsim.engine.kv_offload import offload_summary
 from rllmsim.engine.lockstep import LockstepReplica, lockstep_summary
 from rllmsim.engine.pipeline_replica import PipelineReplica
 from rllmsim.engine.pipeline_scheduler import PipelineScheduler
@@ -42,6 +43,7 @@ class SimulationResult:
     prefix_query_tokens: int = 0
     prefix_hit_tokens: int = 0
     data_parallel: dict | None = None  # lockstep DP ranks: what waiting for the slowest rank cost
+    kv_offloading: dict | None = None  # the CPU KV tiers' traffic, summed over engine cores
 
 
 class Cluster:
@@ -68,7 +70,7 @@ class Cluster:
         config = SchedulerConfig(deployment.max_num_seqs, deployment.max_num_batched_tokens,
                                  deployment.enable_chunked_prefill, deployment.num_speculative_tokens,
                                  deployment.enable_prefix_caching, deployment.scheduler_reserve_full_isl,
-                                 deployment.kv_layout)
+                                 deployment.kv_layout, deployment.offload_config)
         if deployment.speculative_method:
             # each request its own acceptance, from the run's "speculation" stream (rng) when given
             rng = rng if rng is not None else np.random.default_rng(0)
@@ -159,6 +161,7 @@ class Cluster:
             prefix_query_tokens=sum(s.prefix_query_tokens for s in self._schedulers()),
             prefix_hit_tokens=sum(s.prefix_hit_tokens for s in self._schedulers()),
             data_parallel=lockstep_summary(self.replicas, self.deployment),
+            kv_offloading=offload_summary([s.cpu_tier for s in self._schedulers()]),
         )
 
     def _schedulers(self) -> list[Scheduler]:

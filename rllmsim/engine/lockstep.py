@@ -174,7 +174,7 @@ class LockstepReplica(Replica):
         tokens = np.zeros((len(self.ranks), width), dtype=np.int64)
         for r, (plan, run) in enumerate(zip(plans, runs)):
             if plan is not None:
-                own[r, 0] = self.cost_model.step_time(plan.features)[0]
+                own[r, 0] = self.cost_model.step_time(plan.features)[0] + plan.load_s
                 tokens[r, 0] = plan.features.prefill_tokens[0] + plan.features.decode_tokens[0]
             if run is not None and steps:
                 features = _head(run.features, steps)

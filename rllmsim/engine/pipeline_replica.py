@@ -121,7 +121,7 @@ class PipelineReplica(EngineCore):
         host = float(self.cost_model.host_seconds(features)[0])
         gpu = max(step - host, 0.0)  # without async scheduling a step is its GPU time plus its host time
         scheduled_at = self.clock
-        self.clock += host
+        self.clock += host + micro.load_s  # a CPU-tier load completes before the forward starts
         tokens = int(features.prefill_tokens[0] + features.decode_tokens[0])
         t = self.clock
         for stage, share in enumerate(self.stage_shares):

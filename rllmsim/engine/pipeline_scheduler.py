@@ -58,7 +58,7 @@ class PipelineScheduler(Scheduler):
         emits = (computed == batch.tokens)[scheduled]
         batch.computed = computed
         rids = batch.rid[scheduled]
-        return MicroBatch(plan.sched, plan.is_decode, plan.features, plan.preempted, plan.admitted,
+        return MicroBatch(plan.sched, plan.is_decode, plan.features, plan.preempted, plan.admitted, plan.load_s,
                           rids=rids, epochs=self._epoch[rids], emits=emits)
 
     def apply(self, plan: StepPlan, end: float, itl: LogHistogram) -> StepOutcome:

@@ -137,7 +137,7 @@ class Replica(EngineCore):
         plan = scheduler.schedule(self.clock)
         if not np.logical_or.reduce(plan.sched):
             return None, None, np.zeros(0), np.zeros(0)
-        first = float(self.cost_model.step_time(plan.features)[0])
+        first = float(self.cost_model.step_time(plan.features)[0]) + plan.load_s
         used_first = scheduler.pool.used
         run = scheduler.plan_run(plan, self.max_run_steps) if self.fast_forward else None
         if run is None or run.steps == 0:

@@ -29,6 +29,7 @@ from rllmsim.engine import speculation
 from rllmsim.engine.answer import AnswerWatch
 from rllmsim.engine.batch import FIELD_INDEX, RunningBatch
 from rllmsim.engine.kv_cache import BlockPool
+from rllmsim.engine.kv_offload import CpuKVTier, OffloadConfig
 from rllmsim.engine.kv_layout import KVLayout
 from rllmsim.engine.request import RequestLedger
 from rllmsim.engine.scheduler_runs import NO_REQUESTS, DecodeRunPlanning, StepOutcome
@@ -54,6 +55,8 @@ class SchedulerConfig:
     scheduler_reserve_full_isl: bool = True
     #: how the layers share the pool; None: one group of every layer (no sliding windows)
     kv_layout: KVLayout | None = None
+    #: a CPU KV tier beside the pool (`kv_offload.py`); None: none
+    offload: OffloadConfig | None = None
 
 
 @dataclass
@@ -66,6 +69,8 @@ class StepPlan:
     features: StepFeatures
     preempted: int
     admitted: int
+    #: seconds the step spends loading admitted requests' KV from the CPU tier
+    load_s: float = 0.0
 
     @property
     def pure_decode(self) -> bool:
@@ -76,7 +81,8 @@ class StepPlan:
 class HeadAdmission(NamedTuple):
     """Admitting the waiting head: its known tokens and output so far, its prefix group, prefix
     blocks and cache hit, the tokens it is scheduled, the blocks they take (full attention, then
-    sliding windows) and the free blocks the admission gate requires."""
+    sliding windows), the free blocks the admission gate requires, and the blocks it loads from
+    the CPU tier (computed without a GPU cache hit)."""
 
     tokens: int
     generated: int
@@ -87,6 +93,7 @@ class HeadAdmission(NamedTuple):
     need: int
     window: int
     required: int
+    loaded: int
 
 
 class Scheduler(DecodeRunPlanning):
@@ -105,6 +112,8 @@ class Scheduler(DecodeRunPlanning):
         self.hybrid_kv = self.layout.hybrid
         self.prefix_query_tokens = 0
         self.prefix_hit_tokens = 0
+        self.cpu_tier = CpuKVTier(config.offload) if config.offload else None
+        self._loaded_blocks = 0  # loaded from the CPU tier by the step being scheduled
         # True after a fast-forwarded run: every running sequence is then decoding, which saves
         # re-checking it before the next run (the common case at a request's finish)
         self._all_decoding = False
@@ -155,7 +164,8 @@ class Scheduler(DecodeRunPlanning):
             sched = np.concatenate((sched, [take for take, _, _ in joined]))
         computed = batch.computed
         is_decode = (sched > 0) & (batch.generated >= 1) & (computed == batch.tokens - 1)
-        return StepPlan(sched, is_decode, _step_features(sched, computed, is_decode), preempted, len(joined))
+        return StepPlan(sched, is_decode, _step_features(sched, computed, is_decode), preempted, len(joined),
+                        self._load_seconds())
 
     def _schedule_decoding_batch(self, budget: int, now: float) -> StepPlan | None:
         """`schedule` when every running sequence decodes one token (after a fast-forwarded run:
@@ -191,7 +201,7 @@ class Scheduler(DecodeRunPlanning):
                 chunks.append((take, context))
                 is_decode[i] = False
         features = StepFeatures.one_step(step_row(chunks, decodes, decodes, decode_kv))
-        return StepPlan(sched, is_decode, features, 0, len(joined))
+        return StepPlan(sched, is_decode, features, 0, len(joined), self._load_seconds())
 
     def _wanted_tokens(self) -> np.ndarray:
         batch = self.running
@@ -245,6 +255,8 @@ class Scheduler(DecodeRunPlanning):
             if pool.cache_prefix(int(batch.group[i]), blocks):
                 batch.blocks[i] -= blocks
                 batch.shared[i] = blocks
+                if self.cpu_tier is not None:
+                    self.cpu_tier.store(int(batch.group[i]), blocks)
             batch.prefix_blocks[i] = 0
 
     def _apply_speculative(self, plan: StepPlan) -> np.ndarray:
@@ -267,6 +279,9 @@ class Scheduler(DecodeRunPlanning):
         if not _any(done):
             return NO_REQUESTS
         done_rids = batch.rid[done]
+        if self.cpu_tier is not None:
+            self.cpu_tier.offload(_own_group(done_rids).tolist(), ledger.prompt[done_rids].tolist(),
+                                  batch.computed[done].tolist())
         ledger.finish[done_rids] = ledger.last_token[done_rids]
         ledger.generated[done_rids] = batch.generated[done]
         self.pool.release(int(_total(batch.blocks[done] + batch.window[done])))
@@ -321,6 +336,8 @@ class Scheduler(DecodeRunPlanning):
         elif self.config.enable_prefix_caching:
             full = int(seq[FIELD_INDEX["computed"]]) // self.pool.block_size
             self.pool.keep_released(_own_group(rid), min(full, blocks))
+        if self.cpu_tier is not None:
+            self.cpu_tier.offload([_own_group(rid)], [int(self.ledger.prompt[rid])], [int(seq[FIELD_INDEX["computed"]])])
         generated = int(seq[FIELD_INDEX["generated"]])
         self.ledger.generated[rid] = generated
         self.ledger.preemptions[rid] += 1
@@ -337,13 +354,14 @@ class Scheduler(DecodeRunPlanning):
         referencing it takes it out of the free pool. A request that fails waits at the head."""
         batch, pool, ledger, cfg = self.running, self.pool, self.ledger, self.config
         joined: list[tuple[int, int, bool]] = []
+        self._loaded_blocks = 0
         while self.waiting and len(batch) < cfg.max_num_seqs and budget > 0:
             rid = self.waiting[0]
             head = self._head_admission(budget)
             if head is None or head.required > pool.free:
                 break
-            tokens, generated, group, prefix_blocks, hit_blocks, take, need, window, _ = head
-            hit = hit_blocks * pool.block_size
+            tokens, generated, group, prefix_blocks, hit_blocks, take, need, window, _, loaded = head
+            hit = (hit_blocks + loaded) * pool.block_size
             if hit_blocks:
                 pool.reference(group)
             pool.take(need + window)
@@ -354,7 +372,10 @@ class Scheduler(DecodeRunPlanning):
                          int(ledger.accept_rate[rid]), group, hit_blocks, 0 if hit_blocks else prefix_blocks, window)
             if cfg.enable_prefix_caching:
                 self.prefix_query_tokens += tokens
-                self.prefix_hit_tokens += hit
+                self.prefix_hit_tokens += hit_blocks * pool.block_size
+            if self.cpu_tier is not None and not hit_blocks:
+                self.cpu_tier.record_query(tokens, loaded)
+                self._loaded_blocks += loaded
             if ledger.first_scheduled[rid] != ledger.first_scheduled[rid]:  # NaN: never scheduled
                 ledger.first_scheduled[rid] = now
                 ledger.cached_tokens[rid] = hit
@@ -370,7 +391,9 @@ class Scheduler(DecodeRunPlanning):
         generated = int(ledger.generated[rid])
         tokens = int(ledger.prompt[rid]) + generated
         group, prefix_blocks, hit_blocks = self._prefix_lookup(rid, tokens)
-        hit = hit_blocks * pool.block_size
+        loaded = (self.cpu_tier.give_back(_own_group(rid), group, tokens)
+                  if self.cpu_tier is not None and not hit_blocks else 0)
+        hit = (hit_blocks + loaded) * pool.block_size
         if not cfg.enable_chunked_prefill and tokens - hit > budget:
             return None
         take = min(tokens - hit, budget)
@@ -383,7 +406,11 @@ class Scheduler(DecodeRunPlanning):
         else:
             reserve = need + window
         required = reserve + (pool.reference_cost(group) if hit_blocks else 0)
-        return HeadAdmission(tokens, generated, group, prefix_blocks, hit_blocks, take, need, window, required)
+        return HeadAdmission(tokens, generated, group, prefix_blocks, hit_blocks, take, need, window, required, loaded)
+
+    def _load_seconds(self) -> float:
+        """Seconds the step being scheduled spends loading KV from the CPU tier."""
+        return self.cpu_tier.load_seconds(self._loaded_blocks) if self._loaded_blocks else 0.0
 
     def _prefix_lookup(self, rid: int, tokens: int) -> tuple[int, int, int]:
         """(group, full prefix blocks, cached blocks usable now) for a request about to be
@@ -402,7 +429,7 @@ class Scheduler(DecodeRunPlanning):
         return group, prefix_blocks, hit_blocks
 
 
-def _own_group(rid: int) -> int:
+def _own_group(rid: int | np.ndarray) -> int | np.ndarray:
     """The private prefix-cache key of a preempted request (shared groups are >= 0, -1 is none)."""
     return -2 - rid
 

@@ -67,6 +67,15 @@ def format_summary(summary: dict[str, Any]) -> str:
             _row("Draft acceptance rate (%):", 100.0 * spec["simulated"]["draft_acceptance_rate"]),
             _row("Mean acceptance length:", spec["simulated"]["mean_acceptance_length"]),
         ]
+    tier = summary.get("kv_offloading")
+    if tier:  # the CPU KV tier (--kv-offloading-size)
+        lines += [
+            _title(f"KV Offloading ({tier['backend']})"),
+            _row("Offloaded to CPU (GiB):", tier["offloaded_bytes"] / 2**30),
+            _row("Reloaded from CPU (GiB):", tier["reloaded_bytes"] / 2**30),
+            _row("CPU tier hit rate (%):", 100.0 * tier["hit_rate"]),
+            _row("Recompute tokens saved:", tier["recompute_tokens_saved"]),
+        ]
     dp = summary.get("data_parallel")
     if dp:
         lines += [

@@ -92,6 +92,8 @@ def summarize(
     }
     if result.data_parallel is not None:
         summary["data_parallel"] = result.data_parallel
+    if result.kv_offloading is not None:
+        summary["kv_offloading"] = result.kv_offloading
     if slos_s:
         summary["goodput"] = _goodput(ttft, e2el, outputs, slos_s, per_s)
     return summary

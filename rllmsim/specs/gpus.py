@@ -35,6 +35,7 @@ _NUMERIC_FIELDS = (
     "fp8_tflops",
     "int8_tops",
     "interconnect_gbps",
+    "host_link_gbps",
     "price_per_gpu_hour_usd",
 )
 _TEXT_FIELDS = ("display_name", "vendor", "interconnect", "price_source", "price_date")
@@ -54,6 +55,7 @@ class GPUSpec:
     int8_tops: float
     interconnect_gbps: float
     interconnect: str
+    host_link_gbps: float
     price_per_gpu_hour_usd: float
     price_source: str
     price_date: str
@@ -154,4 +156,4 @@ def uncatalogued_gpu(name: str) -> GPUSpec:
     so only a calibrated cost model and a measured KV capacity can simulate it."""
     return GPUSpec(name="uncatalogued", display_name=name, vendor="uncatalogued", hbm_gib=1.0,
                    hbm_bandwidth_gbps=0.0, bf16_tflops=0.0, fp8_tflops=0.0, int8_tops=0.0, interconnect_gbps=0.0,
-                   interconnect="none", price_per_gpu_hour_usd=0.0, price_source="", price_date="")
+                   host_link_gbps=0.0, interconnect="none", price_per_gpu_hour_usd=0.0, price_source="", price_date="")
