@@ -83,6 +83,18 @@ def test_one_request_crosses_both_stages_every_token():
     assert out["finish_s"][0] == pytest.approx(first + 4 * (HOST_S + GPU_S + hop_s(1, hidden, gbps)), rel=1e-12)
 
 
+def test_the_summary_shows_each_stage_busy_for_its_share_of_the_span():
+    """One request: five micro-batches (its prefill and four decodes), each keeping each stage
+    busy for half the GPU time, one after the other: the rest of the span is the bubble."""
+    d = small_deployment(pipeline_parallel_size=2)
+    hidden, gbps = d.model.hidden_size, d.gpu.interconnect_gbps
+    pipe = simulate(d, [0.0], [100], [5]).summary["pipeline"]
+    span = HOST_S + GPU_S + hop_s(100, hidden, gbps) + 4 * (HOST_S + GPU_S + hop_s(1, hidden, gbps))
+    assert pipe["micro_batches"] == 5 and pipe["mean_micro_batch_seqs"] == 1.0
+    assert pipe["stage_busy_share"] == pytest.approx([5 * GPU_S / 2 / span] * 2, rel=1e-12)
+    assert pipe["bubble_share"] == pytest.approx(1 - 5 * GPU_S / 2 / span, rel=1e-12)
+
+
 def test_a_second_micro_batch_fills_the_idle_stage():
     """B arrives while A's prefill is on stage 0; the engine core schedules B's prefill as the
     second micro-batch, which waits for stage 0 and then follows A through the stages. From then

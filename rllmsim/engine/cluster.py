@@ -17,7 +17,7 @@ from rllmsim.engine.clients import Client
 from rllmsim.engine.kv_cache import BlockPool
 from rllmsim.engine.kv_offload import offload_summary
 from rllmsim.engine.lockstep import LockstepReplica, lockstep_summary
-from rllmsim.engine.pipeline_replica import PipelineReplica
+from rllmsim.engine.pipeline_replica import PipelineReplica, pipeline_summary
 from rllmsim.engine.pipeline_scheduler import PipelineScheduler
 from rllmsim.engine.replica import Replica
 from rllmsim.engine.request import RequestLedger
@@ -44,6 +44,7 @@ class SimulationResult:
     prefix_hit_tokens: int = 0
     data_parallel: dict | None = None  # lockstep DP ranks: what waiting for the slowest rank cost
     kv_offloading: dict | None = None  # the CPU KV tiers' traffic, summed over engine cores
+    pipeline: dict | None = None  # pipeline replicas: how busy their stages were
 
 
 class Cluster:
@@ -162,6 +163,7 @@ class Cluster:
             prefix_hit_tokens=sum(s.prefix_hit_tokens for s in self._schedulers()),
             data_parallel=lockstep_summary(self.replicas, self.deployment),
             kv_offloading=offload_summary([s.cpu_tier for s in self._schedulers()]),
+            pipeline=pipeline_summary(self.replicas),
         )
 
     def _schedulers(self) -> list[Scheduler]:

@@ -80,6 +80,9 @@ class PipelineReplica(EngineCore):
         self.stage_shares = [n / deployment.model.num_layers for n in layers]
         self.links = StageLinks(deployment)
         self._stage_free = [0.0] * self.depth
+        self.stage_busy_s = [0.0] * self.depth  # GPU seconds each stage computed
+        self.micro_batch_seqs = 0  # sequences summed over micro-batches
+        self._first_launch: float | None = None
         self._in_flight: deque[tuple[MicroBatch, float, float, int]] = deque()
         self._recorded_until = 0.0
         self.process = env.process(self._run())
@@ -87,6 +90,11 @@ class PipelineReplica(EngineCore):
     def kv_blocks_used(self, now: float) -> int:
         """Blocks held now: a micro-batch's blocks are allocated when it is scheduled."""
         return self.scheduler.pool.used
+
+    @property
+    def span_s(self) -> float:
+        """From the first micro-batch's schedule to the last one's return (0 before any)."""
+        return self._recorded_until - self._first_launch if self._first_launch is not None else 0.0
 
     # -- the engine core ------------------------------------------------------------------
     def _run(self):
@@ -129,7 +137,11 @@ class PipelineReplica(EngineCore):
                 t += self.links.seconds(stage - 1, tokens)
             t = max(t, self._stage_free[stage]) + gpu * share
             self._stage_free[stage] = t
+            self.stage_busy_s[stage] += gpu * share
         self._in_flight.append((micro, scheduled_at, t, self.scheduler.pool.used))
+        self.micro_batch_seqs += len(micro.rids)
+        if self._first_launch is None:
+            self._first_launch = scheduled_at
         return True
 
     def _finish(self, micro: MicroBatch, scheduled_at: float, end: float, used: int) -> None:
@@ -142,3 +154,20 @@ class PipelineReplica(EngineCore):
                                   np.array([used]), self.timeline, self.itl)
         if self.on_finish is not None and len(finished):
             self.on_finish(self.index, finished, self.clock)
+
+
+def pipeline_summary(replicas: list) -> dict | None:
+    """How busy the stages of the pipeline replicas were, for the run's summary; None without
+    them. A stage's busy share is its GPU seconds over the span from the first launch to the last
+    return (per replica, summed): 1 - the mean share is the pipeline's bubble."""
+    pipes = [r for r in replicas if isinstance(r, PipelineReplica)]
+    if not pipes:
+        return None
+    span = sum(r.span_s for r in pipes)
+    busy = [sum(r.stage_busy_s[j] for r in pipes) for j in range(pipes[0].depth)]
+    shares = [b / span if span > 0 else 0.0 for b in busy]
+    batches = sum(r.steps for r in pipes)
+    return {"pipeline_parallel_size": pipes[0].depth, "micro_batches": batches,
+            "mean_micro_batch_seqs": sum(r.micro_batch_seqs for r in pipes) / batches if batches else 0.0,
+            "stage_busy_share": shares, "bubble_share": 1.0 - sum(shares) / len(shares)}
+

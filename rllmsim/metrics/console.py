@@ -76,6 +76,14 @@ def format_summary(summary: dict[str, Any]) -> str:
             _row("CPU tier hit rate (%):", 100.0 * tier["hit_rate"]),
             _row("Recompute tokens saved:", tier["recompute_tokens_saved"]),
         ]
+    pipe = summary.get("pipeline")
+    if pipe:
+        lines += [
+            _title(f"Pipeline parallel (PP {pipe['pipeline_parallel_size']})"),
+            _row("Sequences per micro-batch:", pipe["mean_micro_batch_seqs"]),
+            _row("Stage busy (%):", " / ".join(f"{100.0 * s:.1f}" for s in pipe["stage_busy_share"])),
+            _row("Pipeline bubble (%):", 100.0 * pipe["bubble_share"]),
+        ]
     dp = summary.get("data_parallel")
     if dp:
         lines += [

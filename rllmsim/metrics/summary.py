@@ -94,6 +94,8 @@ def summarize(
         summary["data_parallel"] = result.data_parallel
     if result.kv_offloading is not None:
         summary["kv_offloading"] = result.kv_offloading
+    if result.pipeline is not None:
+        summary["pipeline"] = result.pipeline
     if slos_s:
         summary["goodput"] = _goodput(ttft, e2el, outputs, slos_s, per_s)
     return summary
