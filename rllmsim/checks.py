@@ -150,6 +150,22 @@ def deployment(dep: Any) -> None:
         raise ConfigError("draft_model needs --speculative-method draft_model; add it or drop --draft-model")
 
 
+def migration(dep: Any) -> None:
+    """`--enable-migration` needs replicas of single, stepping engine cores (hook: Deployment)."""
+    number(dep.migration_interval_s, "migration_interval_s", above=0, fix="give seconds, e.g. 0.1")
+    if not dep.enable_migration:
+        return
+    if dep.engine_cores < 2:
+        raise ConfigError("enable_migration needs at least two replicas (or dense DP ranks) to move requests "
+                          "between; raise --replicas")
+    if dep.pipeline_parallel_size > 1 or (dep.data_parallel_size > 1 and dep.model.num_experts):
+        raise ConfigError("enable_migration with pipeline stages or lockstep MoE DP ranks is not modelled; use "
+                          "--pipeline-parallel-size 1 and plain --replicas")
+    if dep.model.attention.num_sliding_layers:
+        raise ConfigError(f"enable_migration with the sliding-window layers of {dep.model.name} is not modelled; "
+                          "drop --enable-migration")
+
+
 def kv_offloading(dep: Any) -> None:
     """`--kv-offloading-size` and `--kv-offloading-backend` as vLLM takes them (hook: Deployment)."""
     from rllmsim.engine.kv_offload import BACKENDS

@@ -85,6 +85,8 @@ class Deployment:
     pipeline_parallel_size: int = 1  # stages per engine core, each on its own TP group (rllmsim.pipeline)
     kv_offloading_size: float | None = None  # GiB of host memory for KV, over all the replica's GPUs
     kv_offloading_backend: str = "native"  # vLLM's native offloading connector, or LMCache
+    enable_migration: bool = False  # Llumnix-style live migration between replicas (rllmsim.engine.migration)
+    migration_interval_s: float = 0.1  # how often the migration policy looks at the replicas
 
     def __post_init__(self) -> None:
         _require(self.tp >= 1 and self.tp & (self.tp - 1) == 0, "tp", f"must be a power of two, got {self.tp}")
@@ -108,6 +110,7 @@ class Deployment:
         version = parse_vllm_version(self.vllm_version)
         pipeline.check(self)
         checks.kv_offloading(self)
+        checks.migration(self)
         if self.async_scheduling is None:
             object.__setattr__(self, "async_scheduling", version >= ASYNC_SCHEDULING_DEFAULT_SINCE
                                and self.pipeline_parallel_size == 1)

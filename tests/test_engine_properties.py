@@ -53,6 +53,9 @@ def scenarios(draw):
         prompts = [p + shared if g >= 0 else p for p, g in zip(prompts, groups)]
         prefix = np.where(groups >= 0, shared, 0)
         deployment = dataclasses.replace(deployment, enable_prefix_caching=True)
+    if deployment.replicas > 1 and "model" not in knobs and draw(st.booleans()):  # live migration between them
+        deployment = dataclasses.replace(deployment, enable_migration=True,
+                                         migration_interval_s=draw(st.sampled_from([0.01, 0.1])))
     table = make_request_table(np.cumsum(gaps), prompts, outputs, "prop", prefix_group=groups, prefix_tokens=prefix)
     router = draw(st.sampled_from(["round-robin", "least-outstanding", "least-kv"]))
     return deployment, table, router

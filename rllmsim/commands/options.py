@@ -48,6 +48,11 @@ _DEPLOYMENT_OPTIONS = [
                  help="Pipeline stages per engine core, each on its own TP group; up to this many micro-batches "
                  "are in flight."),
     click.option("--quantization", default=None, help="Weight quantization: fp8, int8, awq, gptq."),
+    click.option("--enable-migration/--no-enable-migration", "enable_migration", default=False, show_default=True,
+                 help="Llumnix-style live migration: a replica under KV pressure moves its newest decode to "
+                 "the roomiest replica."),
+    click.option("--migration-interval-s", type=float, default=0.1, show_default=True,
+                 help="How often the migration policy looks at the replicas."),
     click.option("--kv-offloading-size", type=float, default=None,
                  help="GiB of host memory for a CPU KV tier (over all TP ranks): freed and preempted blocks "
                  "are kept there and loaded back over PCIe instead of recomputed."),
@@ -138,7 +143,7 @@ DEPLOYMENT_KEYS = ("tp", "replicas", "quantization", "kv_cache_dtype", "max_num_
                    "num_gpu_blocks_override", "enable_prefix_caching", "scheduler_reserve_full_isl",
                    "vllm_version", "async_scheduling", "enforce_eager", "disable_custom_all_reduce",
                    "enable_expert_parallel", "data_parallel_size", "pipeline_parallel_size",
-                   "kv_offloading_size", "kv_offloading_backend",
+                   "kv_offloading_size", "kv_offloading_backend", "enable_migration", "migration_interval_s",
                    "speculative_method", "spec_acceptance_rate", "spec_mean_acceptance_length",
                    "spec_acceptance_spread")
 WORKLOAD_KEYS = ("arrival", "rate", "cv", "burstiness", "dataset", "lengths_file", "max_tokens", "num_requests",

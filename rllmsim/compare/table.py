@@ -58,6 +58,7 @@ METRICS: tuple[Metric, ...] = (
     Metric("stragglers.count", "Stragglers", "", better="lower", digits=0),
     Metric("prefix_cache.hit_rate", "Prefix cache hit rate", "%", 100.0, "higher", points=True, digits=1,
            optional=True),
+    Metric("migration.migrations", "Requests migrated", "", digits=0, optional=True),
     Metric("kv_offloading.reloaded_bytes", "Reloaded from CPU tier", "GiB", 2.0**-30, "", optional=True),
     Metric("kv_offloading.recompute_tokens_saved", "Recompute tokens saved", "", better="higher", digits=0,
            optional=True),

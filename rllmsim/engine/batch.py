@@ -69,6 +69,10 @@ class RunningBatch:
         self._data = self._data[:, :-1]
         return last
 
+    def column(self, index: int) -> np.ndarray:
+        """A copy of one sequence's column (index it with `FIELD_INDEX`)."""
+        return self._data[:, index].copy()
+
     def add_tokens(self, tokens: np.ndarray | int) -> None:
         """Each sequence computes and emits `tokens` more tokens (an int or one per sequence): the
         known, computed and generated rows are adjacent, so this is one array operation."""

@@ -17,6 +17,7 @@ from rllmsim.engine.clients import Client
 from rllmsim.engine.kv_cache import BlockPool
 from rllmsim.engine.kv_offload import offload_summary
 from rllmsim.engine.lockstep import LockstepReplica, lockstep_summary
+from rllmsim.engine.migration import Migrator
 from rllmsim.engine.pipeline_replica import PipelineReplica, pipeline_summary
 from rllmsim.engine.pipeline_scheduler import PipelineScheduler
 from rllmsim.engine.replica import Replica
@@ -45,6 +46,7 @@ class SimulationResult:
     data_parallel: dict | None = None  # lockstep DP ranks: what waiting for the slowest rank cost
     kv_offloading: dict | None = None  # the CPU KV tiers' traffic, summed over engine cores
     pipeline: dict | None = None  # pipeline replicas: how busy their stages were
+    migration: dict | None = None  # live migrations between replicas
 
 
 class Cluster:
@@ -68,6 +70,7 @@ class Cluster:
         self.itl = LogHistogram()
         self._waiters: dict[int, simpy.Event] = {}
         self.truncated_outputs = self._apply_max_model_len()
+        self.migrator = Migrator(self, deployment.migration_interval_s) if deployment.enable_migration else None
         config = SchedulerConfig(deployment.max_num_seqs, deployment.max_num_batched_tokens,
                                  deployment.enable_chunked_prefill, deployment.num_speculative_tokens,
                                  deployment.enable_prefix_caching, deployment.scheduler_reserve_full_isl,
@@ -99,8 +102,9 @@ class Cluster:
                                     self.timeline, self.itl, on_finish=self._finished)
                     for i in range(d.engine_cores)]
         if not parallel.lockstep(d):
+            boundary = self.migrator.at_boundary if self.migrator else None
             return [Replica(self.env, i, scheduler(), cost_model, self.timeline, self.itl, fast_forward=fast_forward,
-                            on_finish=self._finished) for i in range(d.engine_cores)]
+                            on_finish=self._finished, at_boundary=boundary) for i in range(d.engine_cores)]
         shared = SharedMoE(d, cost_model)
         ranks = d.data_parallel_size
         return [LockstepReplica(self.env, i, [scheduler() for _ in range(ranks)], cost_model, shared, self.timeline,
@@ -136,6 +140,12 @@ class Cluster:
         self.replicas[index].enqueue(rid)
         return waiter
 
+    def move_outstanding(self, rid: int, source: int, destination: int) -> None:
+        """A request migrates: it is now outstanding at `destination`, not `source`."""
+        self.outstanding[source] -= 1
+        self.outstanding[destination] += 1
+        self.ledger.replica[rid] = destination
+
     def _finished(self, replica: int, rids: np.ndarray, now: float) -> None:
         self.outstanding[replica] -= len(rids)
         if self._waiters:
@@ -147,6 +157,8 @@ class Cluster:
     def run(self) -> SimulationResult:
         started = time.perf_counter()
         self.env.process(self.client.drive(self))
+        if self.migrator is not None:
+            self.env.process(self.migrator.run())
         self.env.run()
         wall = time.perf_counter() - started
         return SimulationResult(
@@ -164,6 +176,7 @@ class Cluster:
             data_parallel=lockstep_summary(self.replicas, self.deployment),
             kv_offloading=offload_summary([s.cpu_tier for s in self._schedulers()]),
             pipeline=pipeline_summary(self.replicas),
+            migration=self.migrator.summary() if self.migrator else None,
         )
 
     def _schedulers(self) -> list[Scheduler]:

@@ -80,8 +80,10 @@ class Replica(EngineCore):
         fast_forward: bool = True,
         max_run_steps: int = MAX_RUN_STEPS,
         on_finish: FinishCallback | None = None,
+        at_boundary: Callable[["Replica"], None] | None = None,
     ) -> None:
         super().__init__(env, index, scheduler, cost_model, timeline, itl, on_finish)
+        self.at_boundary = at_boundary  # called at every step boundary before scheduling (migration)
         self.fast_forward = fast_forward
         self.max_run_steps = max_run_steps
         self._sleeping = False
@@ -108,11 +110,14 @@ class Replica(EngineCore):
     def _run(self):
         env = self.env
         while True:
+            if self.at_boundary is not None:
+                self.at_boundary(self)
             if self.outstanding == 0:
                 self._wake = env.event()
                 yield self._wake
                 self.events += 1
                 self.clock = max(self.clock, env.now)
+                continue  # at the boundary of waking up, too
             plan, run, times, used = self._plan()
             if plan is None and run is None:
                 continue  # the only running request preempted itself; the next step readmits it

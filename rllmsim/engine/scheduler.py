@@ -56,6 +56,7 @@ class Scheduler(DecodeRunPlanning):
         self.prefix_query_tokens = 0
         self.prefix_hit_tokens = 0
         self.cpu_tier = CpuKVTier(config.offload) if config.offload else None
+        self.staged: dict[int, int] = {}  # migrated-in requests waiting here: computed tokens whose KV arrived
         self._loaded_blocks = 0  # loaded from the CPU tier by the step being scheduled
         # True after a fast-forwarded run: every running sequence is then decoding, which saves
         # re-checking it before the next run (the common case at a request's finish)
@@ -267,6 +268,23 @@ class Scheduler(DecodeRunPlanning):
         sched[:done] = takes[:done]
         return sched, preempted
 
+    def release_sequence(self, index: int) -> None:
+        """Take running sequence `index` out of the batch with its blocks (a migration moving it
+        elsewhere); the ledger keeps its output so far."""
+        batch = self.running
+        rid, shared = int(batch.rid[index]), int(batch.shared[index])
+        self.pool.release(int(batch.blocks[index] + batch.window[index]))
+        if shared > 0:
+            self.pool.dereference(int(batch.group[index]))
+        self.ledger.generated[rid] = int(batch.generated[index])
+        batch.keep(np.arange(len(batch)) != index)
+
+    def accept_migrated(self, rid: int, computed: int) -> None:
+        """A request migrated here with the KV of `computed` tokens joins the head of the waiting
+        queue; admitting it needs blocks for its whole sequence but recomputes nothing."""
+        self.staged[rid] = computed
+        self.waiting.appendleft(rid)
+
     def _preempt_newest(self) -> None:
         """Preempt by recompute. With prefix caching the freed blocks keep their contents (vLLM
         returns them to the free queue still hashed), so the request may hit them on readmission
@@ -304,7 +322,8 @@ class Scheduler(DecodeRunPlanning):
             if head is None or head.required > pool.free:
                 break
             tokens, generated, group, prefix_blocks, hit_blocks, take, need, window, _, loaded = head
-            hit = (hit_blocks + loaded) * pool.block_size
+            migrated = self.staged.pop(rid, None) if self.staged else None
+            hit = migrated if migrated is not None else (hit_blocks + loaded) * pool.block_size
             if hit_blocks:
                 pool.reference(group)
             pool.take(need + window)
@@ -313,10 +332,10 @@ class Scheduler(DecodeRunPlanning):
                 self.answers.admit(rid, generated)
             batch.append(rid, tokens, hit, generated, int(ledger.target[rid]), need,
                          int(ledger.accept_rate[rid]), group, hit_blocks, 0 if hit_blocks else prefix_blocks, window)
-            if cfg.enable_prefix_caching:
+            if cfg.enable_prefix_caching and migrated is None:
                 self.prefix_query_tokens += tokens
                 self.prefix_hit_tokens += hit_blocks * pool.block_size
-            if self.cpu_tier is not None and not hit_blocks:
+            if self.cpu_tier is not None and not hit_blocks and migrated is None:
                 self.cpu_tier.record_query(tokens, loaded)
                 self._loaded_blocks += loaded
             if ledger.first_scheduled[rid] != ledger.first_scheduled[rid]:  # NaN: never scheduled
@@ -337,6 +356,8 @@ class Scheduler(DecodeRunPlanning):
         loaded = (self.cpu_tier.give_back(_own_group(rid), group, tokens)
                   if self.cpu_tier is not None and not hit_blocks else 0)
         hit = (hit_blocks + loaded) * pool.block_size
+        if self.staged and rid in self.staged:  # migrated in: its KV is here, in private blocks
+            group, prefix_blocks, hit_blocks, loaded, hit = -1, 0, 0, 0, self.staged[rid]
         if not cfg.enable_chunked_prefill and tokens - hit > budget:
             return None
         take = min(tokens - hit, budget)

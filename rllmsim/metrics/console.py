@@ -76,6 +76,14 @@ def format_summary(summary: dict[str, Any]) -> str:
             _row("CPU tier hit rate (%):", 100.0 * tier["hit_rate"]),
             _row("Recompute tokens saved:", tier["recompute_tokens_saved"]),
         ]
+    moved = summary.get("migration")
+    if moved:
+        lines += [
+            _title("Live migration"),
+            _row("Requests migrated:", moved["migrations"]),
+            _row("Migrations abandoned:", moved["abandoned"]),
+            _row("Migrated KV (GiB):", moved["migrated_bytes"] / 2**30),
+        ]
     pipe = summary.get("pipeline")
     if pipe:
         lines += [

@@ -96,6 +96,8 @@ def summarize(
         summary["kv_offloading"] = result.kv_offloading
     if result.pipeline is not None:
         summary["pipeline"] = result.pipeline
+    if result.migration is not None:
+        summary["migration"] = result.migration
     if slos_s:
         summary["goodput"] = _goodput(ttft, e2el, outputs, slos_s, per_s)
     return summary

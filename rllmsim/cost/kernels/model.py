@@ -89,7 +89,8 @@ class KernelCostModel:
     def _cache_key(self) -> tuple | None:
         """What the built tables depend on: a sweep or a probe builds the same deployment many
         times, and building takes a good fraction of a second; None if it cannot be hashed."""
-        key = (dataclasses.replace(self.deployment, replicas=1), self.host, self.scales)
+        # the cluster-level knobs (replicas, migration between them) do not change a step's time
+        key = (dataclasses.replace(self.deployment, replicas=1, enable_migration=False), self.host, self.scales)
         try:
             hash(key)
         except TypeError:
