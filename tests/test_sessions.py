@@ -109,6 +109,7 @@ def test_workload_turns_draw_and_send_conversations():
     ({"turns": 2, "arrival": "closed-loop"}, r"--turns 2 needs an open-loop arrival"),
     ({"turns": 2, "max_concurrency": 4}, r"does not combine with --max-concurrency"),
     ({"turns": 2, "shared_prefix_tokens": 64}, r"--shared-prefix-tokens does not apply"),
+    ({"turns": 1000, "num_requests": 2_000_000, "arrival": "poisson"}, r"num_requests x turns"),
 ])
 def test_bad_turns_are_one_line_errors(fields: dict, pattern: str):
     with pytest.raises(ConfigError, match=pattern) as err:

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from rllmsim import checks
 from rllmsim.errors import ConfigError
 from rllmsim.workload.arrivals import ARRIVAL_PROCESSES
 from rllmsim.workload.table import make_request_table
@@ -40,6 +41,7 @@ def check(spec: "WorkloadSpec") -> None:
                           "give --turns 1 for single requests")
     if turns == 1:
         return
+    checks.request_count(spec.num_requests * turns, "num_requests x turns")
     if spec.arrival not in ARRIVAL_PROCESSES:
         raise ConfigError(f"--turns {turns} needs an open-loop arrival ({', '.join(ARRIVAL_PROCESSES)}) that starts "
                           f"the conversations, not --arrival {spec.arrival}; give --turns 1 or change --arrival")
