@@ -123,7 +123,7 @@ class Sessions:
     """Conversations of `turns` turns, laid out as `workload/sessions.py` builds them (request
     s * turns + k is turn k of conversation s): each first turn is sent at its `arrival_s`, each
     later turn `think_time_s` after the previous turn completes (or is rejected), which is when
-    its arrival is set: a user answers what they read."""
+    its arrival is set, since it depends on how fast the previous turn was served."""
 
     turns: int
     think_time_s: float = 0.0

@@ -5,10 +5,10 @@ computed tokens owns ceil(c / block_size) blocks. Which block a sequence owns ne
 long a step takes, so the pool only counts.
 
 Prefix caching is modelled per prefix group (requests that share their first tokens: a system
-prompt, few-shot examples, a conversation's history), plus one private group per preempted request, whose
-computed blocks stay cached after preemption so its recompute can hit them. Once one request of a group has computed the shared
-prefix, its full blocks stay cached: later requests of the group reference them instead of
-recomputing. A cached prefix nobody references is free (vLLM counts it in the free queue and in
+prompt, few-shot examples, a conversation's history), plus one private group per preempted
+request, whose computed blocks stay cached after preemption so its recompute can hit them. Once
+one request of a group has computed the shared prefix, its full blocks stay cached: later
+requests of the group reference them instead of recomputing. A cached prefix nobody references is free (vLLM counts it in the free queue and in
 neither KV usage) but keeps its contents until the space is needed; then the least recently
 released prefix is evicted first. A request that references a group's cached prefix and
 computes a longer one (the next turn of a conversation, whose prompt is the previous turn's prompt

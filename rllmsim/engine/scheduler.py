@@ -314,8 +314,9 @@ class Scheduler(DecodeRunPlanning):
             self.waiting.popleft()
             if ledger.tracks_answer:
                 self.answers.admit(rid, generated)
+            publish = prefix_blocks if prefix_blocks > hit_blocks else 0  # a longer prefix extends the group's
             batch.append(rid, tokens, hit, generated, int(ledger.target[rid]), need,
-                         int(ledger.accept_rate[rid]), group, hit_blocks, prefix_blocks if prefix_blocks > hit_blocks else 0, window)
+                         int(ledger.accept_rate[rid]), group, hit_blocks, publish, window)
             if cfg.enable_prefix_caching:
                 self.prefix_query_tokens += tokens
                 self.prefix_hit_tokens += hit_blocks * pool.block_size
