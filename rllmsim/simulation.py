@@ -17,7 +17,7 @@ from rllmsim.cost.base import CostModel
 from rllmsim.cost.select import cost_model_for
 from rllmsim.cost.speculative import speculative_cost_model
 from rllmsim.deployment import Deployment
-from rllmsim.engine.clients import BatchWaves, Client, ClosedLoop, OpenLoop
+from rllmsim.engine.clients import BatchWaves, Client, ClosedLoop, OpenLoop, Sessions
 from rllmsim.engine.cluster import Cluster, SimulationResult
 from rllmsim import checks
 from rllmsim.errors import ConfigError
@@ -28,6 +28,7 @@ from rllmsim.metrics.stragglers import DEFAULT_FACTOR
 from rllmsim.metrics.summary import summarize
 from rllmsim.rng import RngStreams
 from rllmsim.workload.arrivals import arrival_times
+from rllmsim.workload import sessions
 from rllmsim.workload.draw import draw_requests
 from rllmsim.workload.table import make_request_table
 from rllmsim.workload.traces import read_trace
@@ -51,6 +52,9 @@ class WorkloadSpec:
     `max_concurrency` is `vllm bench serve --max-concurrency`: for open-loop arrivals a cap on the
     requests in flight (None: unbounded); for closed-loop it must equal `concurrency`, since vLLM's
     closed loop is exactly request rate inf with that cap. Batch waves have no vLLM counterpart.
+
+    `turns` > 1 makes each of the `num_requests` open-loop arrivals a conversation of that many
+    turns, each sent `think_time_s` after the previous one completes (`workload/sessions.py`).
     """
 
     arrival: str = "gamma"
@@ -71,6 +75,7 @@ class WorkloadSpec:
     prefix_groups: int = 1
     reasoning_budget: int | None = None
     servegen_start_s: float | None = None
+    turns: int = 1
 
     def __post_init__(self) -> None:
         kinds = OPEN_LOOP + CLOSED + ("trace", "servegen")
@@ -89,6 +94,7 @@ class WorkloadSpec:
             raise ConfigError("shared_prefix_tokens must be >= 0 and prefix_groups >= 1, got "
                               f"{self.shared_prefix_tokens} and {self.prefix_groups}")
         checks.workload(self)
+        sessions.check(self)
 
     def _check_max_concurrency(self) -> None:
         cap = self.max_concurrency
@@ -132,6 +138,10 @@ def build_workload(spec: WorkloadSpec, streams: RngStreams, model: str | None = 
         arrivals = np.zeros(n)
         client = ClosedLoop(spec.concurrency, spec.think_time_s) if spec.arrival == "closed-loop" \
             else BatchWaves(spec.concurrency)
+    if spec.turns > 1:
+        table = sessions.conversation_table(arrivals, prompt, output, drawn.reasoning, labels, spec.turns)
+        table.attrs["lengths_notes"] = drawn.notes
+        return table, Sessions(spec.turns, spec.think_time_s)
     group, prefix = _shared_prefixes(spec, n, streams.stream("prefix"))
     table = make_request_table(arrivals, prompt + prefix, output, labels, prefix_group=group,
                                prefix_tokens=prefix, reasoning_tokens=drawn.reasoning)
@@ -177,6 +187,8 @@ def run_simulation(
                      rng=streams.stream("speculation")).run()
     requests = result.ledger.to_frame()
     summary = summarize(result, requests, deployment.engine_cores, slos_s, straggler_factor)
+    if isinstance(client, Sessions):
+        summary["sessions"] = sessions.session_summary(requests, client.turns)
     if deployment.speculative_method:
         summary["speculative"] = speculative_summary(result, requests, deployment)
     load = load_check(requests) if isinstance(client, OpenLoop) else None  # a closed loop adapts its load

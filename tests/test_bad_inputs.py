@@ -85,6 +85,8 @@ SIMULATE_CASES = [
     (["--max-tokens", "-7"], "max_tokens"),
     (["--shared-prefix-tokens", "-1"], "shared_prefix_tokens"),
     (["--prefix-groups", "0"], "prefix_groups"),
+    (["--turns", "0"], "turns"),
+    (["--turns", "2", "--arrival", "closed-loop"], "turns"),
     (["--lengths-file", "nope.csv"], "nope.csv"),
     (["--trace", "nope.csv"], "nope.csv"),
     (["--trace", "nope.csv", "--trace-format", "bogus"], ("nope.csv", "trace")),

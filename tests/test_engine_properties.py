@@ -11,7 +11,9 @@ from hypothesis import strategies as st
 
 from engine_helpers import LinearCostModel, sliding_model, small_deployment
 from rllmsim.cost.roofline import RooflineCostModel
+from rllmsim.engine.clients import Sessions
 from rllmsim.simulation import run_simulation
+from rllmsim.workload.sessions import conversation_table
 from rllmsim.workload.table import make_request_table
 
 TIME_COLUMNS = ("first_scheduled_s", "first_token_s", "finish_s")
@@ -129,3 +131,35 @@ def test_fast_forward_equals_step_by_step_with_contended_prefix_cache(gate):
         slow = run_simulation(deployment, table, cost_model=LinearCostModel(), fast_forward=False).requests
         for column in TIME_COLUMNS:
             np.testing.assert_allclose(fast[column], slow[column], rtol=1e-9, atol=0, err_msg=f"seed {seed}")
+
+
+@st.composite
+def session_scenarios(draw):
+    """Conversations on the deployments of `scenarios`: each turn's prompt grows by the last
+    answer and a new message, its prefix group's cached prefix with it."""
+    deployment, _, _ = draw(scenarios())
+    n, turns = draw(st.integers(1, 8)), draw(st.integers(2, 3))
+    lengths = st.lists(st.integers(1, 60), min_size=n * turns, max_size=n * turns)
+    messages, outputs = draw(lengths), np.array(draw(lengths))
+    reasoning = outputs * draw(st.integers(0, 4)) // 4
+    first = np.cumsum(draw(st.lists(st.floats(0, 0.5), min_size=n, max_size=n)))
+    table = conversation_table(first, messages, outputs, reasoning, "prop", turns)
+    router = draw(st.sampled_from(["round-robin", "least-outstanding", "session", "kv-aware"]))
+    think = draw(st.sampled_from([0.0, 0.05]))
+    return dataclasses.replace(deployment, enable_prefix_caching=True), table, router, Sessions(turns, think)
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(session_scenarios())
+def test_fast_forward_equals_step_by_step_with_sessions(scenario):
+    deployment, table, router, client = scenario
+    run = run_simulation(deployment, table, cost_model=LinearCostModel(), router=router, client=client)
+    fast = run.requests
+    slow = run_simulation(deployment, table, cost_model=LinearCostModel(), router=router, client=client,
+                          fast_forward=False).requests
+    assert (fast["finish_s"].notna() ^ fast["rejected"]).all()
+    assert (run.result.timeline["kv_blocks_peak"] <= deployment.num_gpu_blocks).all()
+    for column in TIME_COLUMNS + ("arrival_s",):
+        np.testing.assert_allclose(fast[column], slow[column], rtol=1e-9, atol=0)
+    for column in ("preemptions", "replica", "output_tokens", "rejected", "cached_tokens"):
+        assert (fast[column] == slow[column]).all(), column

@@ -115,7 +115,11 @@ _WORKLOAD_OPTIONS = [
     click.option("--max-concurrency", type=int, default=None,
                  help="As vllm bench serve: at most this many requests in flight, the rest wait in the "
                  "client (open loop; default no cap). With closed-loop: the number of users."),
-    click.option("--think-time", "think_time_s", type=float, default=0.0, show_default=True),
+    click.option("--think-time", "think_time_s", type=float, default=0.0, show_default=True,
+                 help="Seconds a user waits after a reply before sending the next request (closed-loop, --turns)."),
+    click.option("--turns", type=int, default=1, show_default=True,
+                 help="Turns per conversation: each open-loop arrival starts one, each later turn's prompt "
+                 "carries the previous prompt and answer (docs/architectures.md)."),
     click.option("--trace", default=None, help="Replay a trace file (implies --arrival trace)."),
     click.option("--trace-format", default="auto", show_default=True),
     click.option("--time-scale", type=float, default=1.0, show_default=True,
@@ -148,7 +152,7 @@ DEPLOYMENT_KEYS = ("tp", "replicas", "quantization", "kv_cache_dtype", "max_num_
                    "spec_acceptance_spread")
 WORKLOAD_KEYS = ("arrival", "rate", "cv", "burstiness", "dataset", "lengths_file", "max_tokens", "num_requests",
                  "concurrency", "max_concurrency", "think_time_s", "trace", "trace_format", "time_scale", "shared_prefix_tokens",
-                 "prefix_groups", "reasoning_budget", "servegen_start_s")
+                 "prefix_groups", "reasoning_budget", "servegen_start_s", "turns")
 
 
 def deployment_from_options(opts: dict[str, Any], model: ModelSpec | None = None,

@@ -150,7 +150,9 @@ def _describe_workload(workload: WorkloadSpec | pd.DataFrame) -> str:
         load = f"{w.arrival} {w.rate:g} req/s{shape}"
     budget = f" · max_tokens {w.max_tokens}" if w.max_tokens else ""
     lengths = w.lengths_file or w.dataset
-    return f"{load} · {lengths} · {w.num_requests} requests{budget}"
+    count = (f"{w.num_requests} conversations x {w.turns} turns (think {w.think_time_s:g} s)" if w.turns > 1
+             else f"{w.num_requests} requests")
+    return f"{load} · {lengths} · {count}{budget}"
 
 
 def run_comparison(

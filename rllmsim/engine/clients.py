@@ -6,7 +6,9 @@
 - closed loop: N users, each sending its next request when the previous one finishes (plus an
   optional think time), as `vllm bench serve --max-concurrency` or a benchmark harness does;
 - batch waves: send N requests at once, wait until all N finish, send the next N — the client of
-  the reasoning-serving study, which exposes stragglers.
+  the reasoning-serving study, which exposes stragglers;
+- sessions: multi-turn conversations that start at the table's arrival times and send each next
+  turn a think time after the previous one completes (`rllmsim.workload.sessions`).
 
 Arrivals are scheduled with SimPy's URGENT priority so that a request arriving exactly when a step
 ends is visible to the scheduling decision made at that instant, in fast-forward and step-by-step
@@ -114,6 +116,35 @@ class ClosedLoop:
                     yield _ArrivalTimeout(env, self.think_time_s)
 
         yield simpy.AllOf(env, [env.process(user()) for _ in range(self.users)])
+
+
+@dataclass(frozen=True)
+class Sessions:
+    """Conversations of `turns` turns, laid out as `workload/sessions.py` builds them (request
+    s * turns + k is turn k of conversation s): each first turn is sent at its `arrival_s`, each
+    later turn `think_time_s` after the previous turn completes (or is rejected), which is when
+    its arrival is set, since it depends on how fast the previous turn was served."""
+
+    turns: int
+    think_time_s: float = 0.0
+    name: str = "sessions"
+
+    def drive(self, cluster: "Cluster") -> Generator:
+        env, arrivals = cluster.env, cluster.ledger.arrival
+
+        def later_turns(first: int, done: simpy.Event) -> Generator:
+            for rid in range(first + 1, first + self.turns):
+                yield done
+                if self.think_time_s > 0:
+                    yield _ArrivalTimeout(env, self.think_time_s)
+                arrivals[rid] = env.now
+                done = cluster.submit(rid, notify=True)
+
+        for first in range(0, cluster.ledger.size, self.turns):
+            delay = float(arrivals[first]) - env.now
+            if delay > 0:
+                yield _ArrivalTimeout(env, delay)
+            env.process(later_turns(first, cluster.submit(first, notify=True)))
 
 
 @dataclass(frozen=True)

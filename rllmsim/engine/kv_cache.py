@@ -5,12 +5,14 @@ computed tokens owns ceil(c / block_size) blocks. Which block a sequence owns ne
 long a step takes, so the pool only counts.
 
 Prefix caching is modelled per prefix group (requests that share their first tokens: a system
-prompt, few-shot examples, an earlier turn), plus one private group per preempted request, whose
-computed blocks stay cached after preemption so its recompute can hit them. Once one request of a group has computed the shared
-prefix, its full blocks stay cached: later requests of the group reference them instead of
-recomputing. A cached prefix nobody references is free (vLLM counts it in the free queue and in
+prompt, few-shot examples, a conversation's history), plus one private group per preempted
+request, whose computed blocks stay cached after preemption so its recompute can hit them. Once
+one request of a group has computed the shared prefix, its full blocks stay cached: later
+requests of the group reference them instead of recomputing. A cached prefix nobody references is free (vLLM counts it in the free queue and in
 neither KV usage) but keeps its contents until the space is needed; then the least recently
-released prefix is evicted first.
+released prefix is evicted first. A request that references a group's cached prefix and
+computes a longer one (the next turn of a conversation, whose prompt is the previous turn's prompt
+and answer plus a new message) extends the group's cached prefix with its own blocks.
 """
 
 from __future__ import annotations
@@ -104,12 +106,21 @@ class BlockPool:
         self._evictable[group] = blocks
         self._evictable_blocks += blocks
 
-    def cache_prefix(self, group: int, blocks: int) -> bool:
+    def cache_prefix(self, group: int, blocks: int, referenced: bool = False) -> int:
         """A request that computed `blocks` full prefix blocks publishes them for its group and
-        keeps referencing them; False when the group is already cached (the request keeps its own
-        copy, as vLLM does)."""
-        if group in self._cached:
-            return False
+        keeps referencing them. Returns how many of its own blocks moved to the group: all
+        `blocks` when the group was not cached; when it was, the blocks past the cached prefix if
+        the request references that prefix (`referenced`: a conversation's next turn extends its
+        history), else none (it keeps its own copy, as vLLM does).
+
+        Only a referencing request extends: the group is then pinned (not evictable), so the
+        extension moves blocks the request already holds and the free count does not change."""
+        cached = self._cached.get(group, 0)
+        if not cached:
+            self._cached[group] = blocks
+            self._refs[group] = 1
+            return blocks
+        if not referenced or blocks <= cached:
+            return 0
         self._cached[group] = blocks
-        self._refs[group] = 1
-        return True
+        return blocks - cached

@@ -90,13 +90,14 @@ class CpuKVTier:
             self._blocks.move_to_end(group)
         return blocks
 
-    def give_back(self, own: int, shared: int, tokens: int) -> int:
+    def give_back(self, own: int, shared: int, tokens: int, prefix_blocks: int) -> int:
         """Blocks the tier gives back to a request with no GPU cache hit and `tokens` known
-        tokens: its `own` group's (left when it was preempted) or its `shared` prefix group's
-        (-1: none), never its last token (recomputed, as on the GPU)."""
+        tokens: its `own` group's (left when it was preempted) or, up to its `prefix_blocks`, its
+        `shared` prefix group's (-1: none; a longer member may have stored more), never its last
+        token (recomputed, as on the GPU)."""
         usable = (tokens - 1) // self.config.block_size
         blocks = self.lookup(own, usable)
-        return max(blocks, self.lookup(shared, usable)) if shared >= 0 else blocks
+        return max(blocks, self.lookup(shared, min(usable, prefix_blocks))) if shared >= 0 else blocks
 
     def offload(self, groups: list[int], prompts: list[int], computed: list[int]) -> None:
         """Requests leaving the batch (finished or preempted) leave their blocks in the tier."""

@@ -59,10 +59,31 @@ class LeastKVUsage:
         return keys.index(min(keys))
 
 
+class SessionAffinity:
+    """llm-d's session-affinity scorer: a request of a session the router has seen goes to the
+    replica that served the session's last request (where its history's KV is cached); a new
+    session, or a request without one, to the fewest outstanding. A request's session is its
+    prefix group (a conversation, `workload/sessions.py`)."""
+
+    def __init__(self, ledger: RequestLedger) -> None:
+        self.ledger = ledger
+        self._replica: dict[int, int] = {}
+
+    def choose(self, rid: int, replicas: Sequence[Replica], outstanding: np.ndarray, now: float) -> int:
+        session = int(self.ledger.prefix_group[rid])
+        index = self._replica.get(session)
+        if index is None:
+            index = int(outstanding.argmin())
+            if session >= 0:
+                self._replica[session] = index
+        return index
+
+
 ROUTERS: dict[str, type] = {
     "round-robin": RoundRobin,
     "least-outstanding": LeastOutstanding,
     "least-kv": LeastKVUsage,
+    "session": SessionAffinity,
     "kv-aware": WeightedScorers,
     "dynamo-kv": DynamoCost,
 }
@@ -102,6 +123,8 @@ def _example(name: str, defaults: dict[str, float]) -> str:
 def make_router(spec: str, ledger: RequestLedger, block_size: int, capacities: list[int]) -> Router:
     """The router `spec` names, for replicas of `capacities` KV blocks serving `ledger`'s requests."""
     name, weights = parse_router(spec)
+    if name == "session":
+        return SessionAffinity(ledger)
     if weights:
         return ROUTERS[name](ledger, block_size, capacities, **weights)
     return ROUTERS[name]()

@@ -190,15 +190,18 @@ class Scheduler(DecodeRunPlanning):
         return StepOutcome(int(_total(emitted)), self._retire_finished())
 
     def _publish_prefixes(self) -> None:
-        """Sequences whose computed tokens now cover their group's prefix publish its full blocks
-        (each sequence tries once; a group cached meanwhile by another keeps that copy)."""
+        """Sequences whose computed tokens now cover their group's prefix publish its full blocks,
+        or extend the shorter cached prefix they reference (each sequence tries once; a group
+        cached meanwhile by another keeps that copy). Published blocks move from the sequence's
+        own to the shared ones it references."""
         batch, pool = self.running, self.pool
         ready = np.flatnonzero((batch.prefix_blocks > 0) & (batch.computed >= batch.prefix_blocks * pool.block_size))
         for i in ready.tolist():
             blocks = int(batch.prefix_blocks[i])
-            if pool.cache_prefix(int(batch.group[i]), blocks):
-                batch.blocks[i] -= blocks
-                batch.shared[i] = blocks
+            moved = pool.cache_prefix(int(batch.group[i]), blocks, referenced=bool(batch.shared[i]))
+            if moved:
+                batch.blocks[i] -= moved
+                batch.shared[i] += moved
                 if self.cpu_tier is not None:
                     self.cpu_tier.store(int(batch.group[i]), blocks)
             batch.prefix_blocks[i] = 0
@@ -330,8 +333,9 @@ class Scheduler(DecodeRunPlanning):
             self.waiting.popleft()
             if ledger.tracks_answer:
                 self.answers.admit(rid, generated)
+            publish = prefix_blocks if prefix_blocks > hit_blocks else 0  # a longer prefix extends the group's
             batch.append(rid, tokens, hit, generated, int(ledger.target[rid]), need,
-                         int(ledger.accept_rate[rid]), group, hit_blocks, 0 if hit_blocks else prefix_blocks, window)
+                         int(ledger.accept_rate[rid]), group, hit_blocks, publish, window)
             if cfg.enable_prefix_caching and migrated is None:
                 self.prefix_query_tokens += tokens
                 self.prefix_hit_tokens += hit_blocks * pool.block_size
@@ -353,7 +357,7 @@ class Scheduler(DecodeRunPlanning):
         generated = int(ledger.generated[rid])
         tokens = int(ledger.prompt[rid]) + generated
         group, prefix_blocks, hit_blocks = self._prefix_lookup(rid, tokens)
-        loaded = (self.cpu_tier.give_back(_own_group(rid), group, tokens)
+        loaded = (self.cpu_tier.give_back(_own_group(rid), group, tokens, prefix_blocks)
                   if self.cpu_tier is not None and not hit_blocks else 0)
         hit = (hit_blocks + loaded) * pool.block_size
         if self.staged and rid in self.staged:  # migrated in: its KV is here, in private blocks

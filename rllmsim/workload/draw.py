@@ -36,8 +36,9 @@ class DrawnRequests:
 
 
 def draw_requests(spec: "WorkloadSpec", streams: RngStreams, model: str | None = None) -> DrawnRequests:
-    """The requests of `spec` for a deployment serving `model`."""
-    n, rng = spec.num_requests, streams.stream("lengths")
+    """The requests of `spec` for a deployment serving `model`: one per turn of each of its
+    `num_requests` conversations (`spec.turns` of them, 1 unless multi-turn)."""
+    n, rng = spec.num_requests * spec.turns, streams.stream("lengths")
     if spec.servegen_start_s is not None and spec.arrival != "servegen":
         raise ConfigError("--servegen-start only applies to --arrival servegen; drop it or set --arrival servegen")
     arrivals = rows = None

@@ -12,8 +12,10 @@ Columns, in this order:
 - ``output_tokens``  int64 >= 1, the target output length (after any token budget)
 - ``dataset``      string, the dataset or trace the request came from
 - ``prefix_group`` int64, -1 = no shared prefix
-- ``prefix_tokens`` int64 >= 0, tokens shared by every request of the group (same value within
-  a group, 0 when the group is -1, never more than the request's prompt)
+- ``prefix_tokens`` int64 >= 0, how many of the request's first tokens are its group's prefix
+  (0 when the group is -1, never more than the request's prompt). Requests of a group share
+  their first min(prefix_tokens) tokens: one value for a system prompt, a growing one for a
+  conversation's turns, each of whose prefix is its whole prompt (`sessions.py`)
 - ``hash_ids``     optional, object: list[int] of per-block prefix hashes (Mooncake style);
   absent when unknown
 - ``reasoning_tokens`` optional, int64 in [0, output_tokens]: how many of the output tokens are
@@ -128,11 +130,6 @@ def validate_request_table(df: pd.DataFrame, source: str) -> pd.DataFrame:
     _first_bad(ptok < 0, source, "prefix_tokens", "must be >= 0")
     _first_bad(ptok > prompt, source, "prefix_tokens", "must be <= prompt_tokens")
     _first_bad((group == -1) & (ptok != 0), source, "prefix_tokens", "must be 0 when prefix_group is -1")
-    if (group >= 0).any():
-        per_group = pd.Series(ptok[group >= 0]).groupby(group[group >= 0]).transform("first")
-        uneven = np.zeros(len(group), dtype=bool)
-        uneven[np.flatnonzero(group >= 0)] = per_group.to_numpy() != ptok[group >= 0]
-        _first_bad(uneven, source, "prefix_tokens", "must be the same for every request of a prefix_group")
     labels = df["dataset"].to_numpy(dtype=object)
     empty = np.array([not isinstance(v, str) or v == "" for v in labels], dtype=bool)
     _first_bad(empty, source, "dataset", "must be a non-empty label")
