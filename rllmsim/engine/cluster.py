@@ -62,11 +62,8 @@ class Cluster:
         self.timeline = TimelineRecorder()
         self.itl = LogHistogram()
         self._waiters: dict[int, simpy.Event] = {}
-        self.truncated_outputs = self._apply_max_model_len()
-        config = SchedulerConfig(deployment.max_num_seqs, deployment.max_num_batched_tokens,
-                                 deployment.enable_chunked_prefill, deployment.num_speculative_tokens,
-                                 deployment.enable_prefix_caching, deployment.scheduler_reserve_full_isl,
-                                 deployment.kv_layout)
+        self.truncated_outputs = apply_max_model_len(self.ledger, deployment.max_model_len)
+        config = scheduler_config(deployment)
         if deployment.speculative_method:
             # each request its own acceptance, from the run's "speculation" stream (rng) when given
             rng = rng if rng is not None else np.random.default_rng(0)
@@ -93,18 +90,6 @@ class Cluster:
         return [LockstepReplica(self.env, i, [scheduler() for _ in range(ranks)], cost_model, shared, self.timeline,
                                 self.itl, fast_forward=fast_forward, on_finish=self._finished, first_row=i * ranks)
                 for i in range(d.replicas)]
-
-    def _apply_max_model_len(self) -> int:
-        """Prompts with no room for an output token are rejected on arrival (vLLM answers 400);
-        outputs that would pass max_model_len stop there, as vLLM's length limit stops them."""
-        ledger, limit = self.ledger, self.deployment.max_model_len
-        too_long = ledger.prompt >= limit
-        ledger.rejected[too_long] = True
-        ledger.reject_reason[too_long] = f"prompt >= max_model_len {limit}"
-        room = np.maximum(limit - ledger.prompt, 1)
-        truncated = (~too_long) & (ledger.target > room)
-        ledger.target = np.where(truncated, room, ledger.target)
-        return int(truncated.sum())
 
     def submit(self, rid: int, notify: bool = False) -> simpy.Event | None:
         """A request arrives now: route it, or reject it. With `notify`, returns an event that
@@ -153,3 +138,23 @@ class Cluster:
 
     def _schedulers(self) -> list[Scheduler]:
         return [s for r in self.replicas for s in getattr(r, "ranks", [r.scheduler])]
+
+
+def scheduler_config(d: Deployment) -> SchedulerConfig:
+    """The engine arguments of `d` that shape scheduling."""
+    return SchedulerConfig(d.max_num_seqs, d.max_num_batched_tokens, d.enable_chunked_prefill,
+                           d.num_speculative_tokens, d.enable_prefix_caching, d.scheduler_reserve_full_isl,
+                           d.kv_layout)
+
+
+def apply_max_model_len(ledger: RequestLedger, limit: int) -> int:
+    """Prompts with no room for an output token are rejected on arrival (vLLM answers 400);
+    outputs that would pass max_model_len stop there, as vLLM's length limit stops them.
+    Returns the outputs cut."""
+    too_long = ledger.prompt >= limit
+    ledger.rejected[too_long] = True
+    ledger.reject_reason[too_long] = f"prompt >= max_model_len {limit}"
+    room = np.maximum(limit - ledger.prompt, 1)
+    truncated = (~too_long) & (ledger.target > room)
+    ledger.target = np.where(truncated, room, ledger.target)
+    return int(truncated.sum())

@@ -1,0 +1,182 @@
+"""Disaggregated serving: a prefill pool and a decode pool, with a KV transfer between them.
+
+As vLLM runs it with the NixlConnector and its proxy (`examples/online_serving/
+disaggregated_serving/`, toy_proxy_server.py): the proxy sends the request to a prefill instance
+with max_tokens=1 and no streaming, so that instance computes the prompt and its first token and
+keeps the prompt's KV; the proxy then sends the original request to a decode instance and streams
+that instance's response to the client. The decode instance pulls the KV (`decode_instance.py`),
+recomputes the last prompt token and samples from there, so the prefill's token is discarded.
+
+TTFT therefore runs from arrival to the decode instance's first token: prefill queue + prefill +
+the wait for KV room on the decode instance + the transfer + the wait for a decode step + that
+step. Every client-facing field comes from the decode instance; the prefill instance's progress
+lives in its own ledger. Both pools take the same `--router` policy, one router each.
+
+Not modelled: the prefill instance keeps a finished request's blocks until the decode instance has
+read them (vLLM's delayed free); here they are freed when the prefill finishes. A prefix-cache
+hit on the decode instance (vLLM loads only the uncached tail) is not looked up: the whole prompt
+is transferred. The proxy's own time is zero.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from typing import NamedTuple
+
+import numpy as np
+import simpy
+
+from rllmsim import spec_decode
+from rllmsim.cost.base import CostModel
+from rllmsim.disaggregation import Disaggregation
+from rllmsim.engine.clients import Client, UrgentTimeout
+from rllmsim.engine.cluster import SimulationResult, apply_max_model_len, scheduler_config
+from rllmsim.engine.decode_instance import DecodeReplica, DecodeScheduler
+from rllmsim.engine.kv_cache import BlockPool
+from rllmsim.engine.pd_ledger import DisaggregatedLedger
+from rllmsim.engine.replica import Replica
+from rllmsim.engine.request import RequestLedger
+from rllmsim.engine.router import make_router
+from rllmsim.engine.scheduler import Scheduler
+from rllmsim.metrics.histogram import LogHistogram
+from rllmsim.metrics.timeline import TimelineRecorder
+
+
+class PoolCostModels(NamedTuple):
+    """One cost model per pool (their GPUs and TP may differ)."""
+
+    prefill: CostModel
+    decode: CostModel
+
+    def provenance(self) -> dict:
+        """The decode pool's (it times most steps), with the prefill pool's beside it."""
+        return {**self.decode.provenance(), "prefill_pool": self.prefill.provenance()}
+
+
+class DisaggregatedCluster:
+    """The two pools behind their routers, fed by a client, in one SimPy environment. Timeline
+    rows: prefill replicas 0..N-1, decode replicas N..N+M-1."""
+
+    def __init__(self, pd: Disaggregation, cost_models: PoolCostModels, requests, client: Client,
+                 router: str = "round-robin", fast_forward: bool = True,
+                 rng: np.random.Generator | None = None) -> None:
+        self.pd = pd
+        self.env = simpy.Environment()
+        self.ledger = DisaggregatedLedger(requests)
+        self.client = client
+        self.timeline = TimelineRecorder()
+        self.itl = LogHistogram()
+        self._waiters: dict[int, simpy.Event] = {}
+        self.truncated_outputs = apply_max_model_len(self.ledger, pd.decode.max_model_len)
+        self.prefill_ledger = RequestLedger(requests)
+        self.prefill_ledger.target[:] = 1  # the proxy's max_tokens=1
+        self.prefill_ledger.tracks_answer = False
+        if pd.decode.speculative_method:
+            rng = rng if rng is not None else np.random.default_rng(0)
+            self.ledger.accept_rate[:] = spec_decode.request_rate_units(pd.decode, self.ledger.size, rng)
+        self._transfer_s = pd.transfer_seconds(self.ledger.prompt)
+        self.ledger.kv_bytes[:] = pd.prompt_kv_bytes(self.ledger.prompt)
+        self.prefill = self._prefill_pool(cost_models.prefill, fast_forward)
+        self.decode = self._decode_pool(cost_models.decode, fast_forward)
+        block = pd.decode.block_size
+        self.prefill_router = make_router(router, self.prefill_ledger, block, [r.kv_capacity_blocks for r in self.prefill])
+        self.decode_router = make_router(router, self.ledger, block, [r.kv_capacity_blocks for r in self.decode])
+        self.prefill_outstanding = np.zeros(len(self.prefill), dtype=np.int64)
+        self.decode_outstanding = np.zeros(len(self.decode), dtype=np.int64)
+        self.arrivals = self.transfers = 0
+
+    def _prefill_pool(self, cost_model: CostModel, fast_forward: bool) -> list[Replica]:
+        p, config = self.pd.prefill, scheduler_config(self.pd.prefill)
+        return [Replica(self.env, i, Scheduler(config, BlockPool(p.num_gpu_blocks, p.block_size), self.prefill_ledger),
+                        cost_model, self.timeline, self.itl, fast_forward=fast_forward, on_finish=self._prefilled)
+                for i in range(p.replicas)]
+
+    def _decode_pool(self, cost_model: CostModel, fast_forward: bool) -> list[DecodeReplica]:
+        d, config, first = self.pd.decode, scheduler_config(self.pd.decode), self.pd.prefill.replicas
+        return [DecodeReplica(self.env, first + j,
+                              DecodeScheduler(config, BlockPool(d.num_gpu_blocks, d.block_size), self.ledger,
+                                              functools.partial(self._start_transfer, j)),
+                              cost_model, self.timeline, self.itl, fast_forward=fast_forward,
+                              on_finish=self._decoded)
+                for j in range(d.replicas)]
+
+    def submit(self, rid: int, notify: bool = False) -> simpy.Event | None:
+        """A request arrives now: to a prefill instance, or rejected (`Cluster.submit`'s contract)."""
+        self.arrivals += 1
+        waiter = self.env.event() if notify else None
+        if self.ledger.rejected[rid]:
+            if waiter is not None:
+                waiter.succeed()
+            return waiter
+        if waiter is not None:
+            self._waiters[rid] = waiter
+        index = self.prefill_router.choose(rid, self.prefill, self.prefill_outstanding, self.env.now)
+        self.prefill_outstanding[index] += 1
+        self.prefill_ledger.replica[rid] = self.ledger.prefill_replica[rid] = index
+        self.prefill[index].enqueue(rid)
+        return waiter
+
+    def _prefilled(self, replica: int, rids: np.ndarray, now: float) -> None:
+        """The prefill instance answered the proxy: the request goes to a decode instance."""
+        self.prefill_outstanding[replica] -= len(rids)
+        ledger, prefill = self.ledger, self.prefill_ledger
+        ledger.prefill_done[rids] = now
+        ledger.first_scheduled[rids] = prefill.first_scheduled[rids]
+        ledger.cached_tokens[rids] = prefill.cached_tokens[rids]
+        ledger.preemptions[rids] += prefill.preemptions[rids]
+        for rid in rids.tolist():
+            index = self.decode_router.choose(rid, self.decode, self.decode_outstanding, now)
+            self.decode_outstanding[index] += 1
+            ledger.replica[rid] = index
+            self.decode[index].receive(rid)
+
+    def _start_transfer(self, decode: int, rid: int, now: float) -> None:
+        """Blocks allocated on decode instance `decode` at `now`: its workers pull the prompt's KV."""
+        self.transfers += 1
+        end = now + float(self._transfer_s[rid])
+        self.ledger.kv_transfer_start[rid] = now
+        self.ledger.kv_ready[rid] = end
+        landed = UrgentTimeout(self.env, max(0.0, end - self.env.now))
+        landed.callbacks.append(lambda _event: self.decode[decode].deliver(rid))
+
+    def _decoded(self, replica: int, rids: np.ndarray, now: float) -> None:
+        self.decode_outstanding[replica - self.pd.prefill.replicas] -= len(rids)
+        for rid in rids.tolist() if self._waiters else ():
+            waiter = self._waiters.pop(rid, None)
+            if waiter is not None:
+                waiter.succeed()
+
+    def run(self) -> SimulationResult:
+        started = time.perf_counter()
+        self.env.process(self.client.drive(self))
+        self.env.run()
+        replicas = [*self.prefill, *self.decode]
+        schedulers = [r.scheduler for r in replicas]
+        return SimulationResult(
+            ledger=self.ledger,
+            timeline=self.timeline.to_frame(),
+            itl=self.itl,
+            capacity_blocks=self.pd.decode.num_gpu_blocks,
+            simulated_s=float(max((r.clock for r in replicas), default=0.0)),
+            wall_s=time.perf_counter() - started,
+            steps=sum(r.steps for r in replicas),
+            events=self.arrivals + self.transfers + sum(r.events for r in replicas),
+            truncated_outputs=self.truncated_outputs,
+            prefix_query_tokens=sum(s.prefix_query_tokens for s in schedulers),
+            prefix_hit_tokens=sum(s.prefix_hit_tokens for s in schedulers),
+        )
+
+
+def pool_cost_models(pd: Disaggregation, cost_model: CostModel | PoolCostModels | None) -> PoolCostModels:
+    """Each pool's cost model: as given (one model for both, as tests give a hand-checkable one),
+    else the default for that pool's GPU and TP; plus a speculative proposer's cost on decode."""
+    from rllmsim.cost.select import cost_model_for
+    from rllmsim.cost.speculative import speculative_cost_model
+
+    if isinstance(cost_model, PoolCostModels):
+        prefill, decode = cost_model
+    else:
+        prefill = cost_model or cost_model_for(pd.prefill)
+        decode = cost_model or cost_model_for(pd.decode)
+    return PoolCostModels(prefill, speculative_cost_model(decode, pd.decode))
