@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import functools
 import time
+from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
@@ -168,15 +169,16 @@ class DisaggregatedCluster:
         )
 
 
-def pool_cost_models(pd: Disaggregation, cost_model: CostModel | PoolCostModels | None) -> PoolCostModels:
+def pool_cost_models(pd: Disaggregation, cost_model: CostModel | PoolCostModels | None = None, kind: str = "auto",
+                     kernel_tables: str | Path | None = None) -> PoolCostModels:
     """Each pool's cost model: as given (one model for both, as tests give a hand-checkable one),
-    else the default for that pool's GPU and TP; plus a speculative proposer's cost on decode."""
+    else the `kind` (`rllmsim.cost.select`) for that pool's GPU and TP, plus a speculative
+    proposer's cost on decode. Ready `PoolCostModels` pass through."""
     from rllmsim.cost.select import cost_model_for
     from rllmsim.cost.speculative import speculative_cost_model
 
     if isinstance(cost_model, PoolCostModels):
-        prefill, decode = cost_model
-    else:
-        prefill = cost_model or cost_model_for(pd.prefill)
-        decode = cost_model or cost_model_for(pd.decode)
+        return cost_model
+    prefill = cost_model or cost_model_for(pd.prefill, kind, kernel_tables)
+    decode = cost_model or cost_model_for(pd.decode, kind, kernel_tables)
     return PoolCostModels(prefill, speculative_cost_model(decode, pd.decode))
