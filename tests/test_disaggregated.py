@@ -82,24 +82,31 @@ def test_summary_reports_each_pool():
 
 @st.composite
 def scenarios(draw):
-    n = draw(st.integers(1, 25))
-    block_size = draw(st.sampled_from([8, 16]))
+    """Two pools of one model, each with its own pool size, engine limits and token budget."""
+    block_size, chunked = draw(st.sampled_from([8, 16])), draw(st.booleans())
     max_model_len = draw(st.integers(8, 256))
-    min_blocks = -(-max_model_len // block_size)
-    chunked = draw(st.booleans())
-    budget = draw(st.integers(8, 300)) if chunked else draw(st.integers(max_model_len, 400))
+    spec = {}
+    if draw(st.booleans()):  # speculative decoding on the decode instances
+        spec = {"speculative_method": "ngram", "num_speculative_tokens": draw(st.integers(1, 4)),
+                "spec_acceptance_rate": draw(st.floats(0.0, 1.0))}
     pools = []
     for _ in range(2):
+        fewest = -(-max_model_len // block_size)
         pools.append(small_deployment(
-            blocks=draw(st.integers(min_blocks, 3 * min_blocks)), block_size=block_size,
-            max_num_seqs=draw(st.integers(1, 8)), budget=budget, chunked=chunked, max_model_len=max_model_len,
-            replicas=draw(st.integers(1, 3)), scheduler_reserve_full_isl=draw(st.booleans()),
-            enable_prefix_caching=draw(st.booleans())))
+            blocks=draw(st.integers(fewest, 3 * fewest)), block_size=block_size, max_num_seqs=draw(st.integers(1, 8)),
+            budget=draw(st.integers(8, 300) if chunked else st.integers(max_model_len, 400)), chunked=chunked,
+            max_model_len=max_model_len, replicas=draw(st.integers(1, 3)),
+            scheduler_reserve_full_isl=draw(st.booleans()), enable_prefix_caching=draw(st.booleans()), **spec))
     link = KVTransfer("test", gbps=draw(st.sampled_from([0.01, 1.0, 400.0])), latency_s=draw(st.floats(0, 0.05)))
-    gaps = draw(st.lists(st.floats(0, 0.3), min_size=n, max_size=n))
-    prompts = draw(st.lists(st.integers(1, 300), min_size=n, max_size=n))
-    outputs = draw(st.lists(st.integers(1, 300), min_size=n, max_size=n))
-    table = make_request_table(np.cumsum(gaps), prompts, outputs, "prop")
+    n = draw(st.integers(1, 25))
+    lengths = st.lists(st.integers(1, 300), min_size=n, max_size=n)
+    arrivals = np.cumsum(draw(st.lists(st.floats(0, 0.3), min_size=n, max_size=n)))
+    prompts, groups, shared = np.array(draw(lengths)), None, np.zeros(n, dtype=np.int64)
+    if draw(st.booleans()):  # shared prefixes, cached on the prefill instances
+        groups = np.array(draw(st.lists(st.integers(-1, 2), min_size=n, max_size=n)))
+        shared = np.where(groups >= 0, draw(st.integers(1, 64)), 0)
+    table = make_request_table(arrivals, prompts + shared, draw(lengths), "prop", prefix_group=groups,
+                               prefix_tokens=shared if groups is not None else None)
     router = draw(st.sampled_from(["round-robin", "least-outstanding", "least-kv"]))
     return Disaggregation(pools[0], pools[1], link), table, router
 

@@ -102,11 +102,15 @@ class Cluster:
             return waiter
         if waiter is not None:
             self._waiters[rid] = waiter
+        self._route(rid)
+        return waiter
+
+    def _route(self, rid: int) -> None:
+        """Give an admitted request to the replica the router picks."""
         index = self.router.choose(rid, self.replicas, self.outstanding, self.env.now)
         self.outstanding[index] += 1
         self.ledger.replica[rid] = index
         self.replicas[index].enqueue(rid)
-        return waiter
 
     def _finished(self, replica: int, rids: np.ndarray, now: float) -> None:
         self.outstanding[replica] -= len(rids)

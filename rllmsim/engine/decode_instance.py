@@ -13,10 +13,17 @@ the first output token) and the request is scheduled as any waiting one: one tok
 Here a request moves `remote` (waiting for blocks) -> transferring (blocks held) -> `loaded` ->
 the running batch. Hand-overs happen at step boundaries, in `schedule`, so fast-forward and
 step-by-step see them at the same instants: a request arriving or a transfer landing wakes the
-replica as an arrival does, and a fast-forwarded run never outlasts a waiting hand-over, since
+replica as an arrival does, and a fast-forwarded run never outlasts a waiting hand-over: no run
+starts while a remote request fits (only the step's token budget can have kept it out), and
 nothing a decode run does frees a sequence slot or blocks before its first finish ends it.
-Loaded requests join after the waiting (preempted) ones, and a preempted request is readmitted
-by recomputing locally, as vLLM does once the remote KV has been consumed.
+
+One departure from vLLM's queue order: a loaded request joins the running batch at the start of
+the step, ahead of preempted requests waiting to be recomputed (in vLLM those are prepended
+before it). It holds its blocks already and needs one token, and joining first guarantees
+progress: otherwise a preempted request that no longer fits beside the blocks held for loaded
+requests can be readmitted, grow and preempt itself forever while they wait behind it. Joined,
+it can be preempted like any running request; it is then recomputed locally, as vLLM does once
+the remote KV has been consumed.
 """
 
 from __future__ import annotations
@@ -29,7 +36,7 @@ import numpy as np
 from rllmsim.engine.kv_cache import BlockPool
 from rllmsim.engine.pd_ledger import DisaggregatedLedger
 from rllmsim.engine.replica import Replica
-from rllmsim.engine.scheduler import Scheduler, SchedulerConfig, StepPlan, _step_features
+from rllmsim.engine.scheduler import Scheduler, SchedulerConfig, StepPlan
 from rllmsim.engine.segment import DecodeRun
 
 #: called with (request id, time) when a request's blocks are allocated and its KV pull starts
@@ -66,26 +73,18 @@ class DecodeScheduler(Scheduler):
         return self.pool.blocks_for(int(self.ledger.prompt[self.remote[0]])) <= self.pool.free
 
     def schedule(self, now: float) -> StepPlan:
-        """vLLM's step, then, in a step without preemption, the hand-over: loaded requests join
-        (one token each: the last prompt token), then remote ones get their prompt's blocks."""
+        """vLLM's step with the hand-over: loaded requests join the running batch first (each to
+        compute its last prompt token), then, in a step without preemption and with nobody
+        waiting, remote requests get their prompt's blocks."""
+        self._join_loaded(now)
         plan = super().schedule(now)
-        if plan.preempted:
-            return plan
-        budget = self.config.max_num_batched_tokens - int(np.add.reduce(plan.sched))
-        joined = self._join_loaded(budget, now)
-        if not self.waiting:
-            self._allocate_remote(budget - joined, now)
-        if not joined:
-            return plan
-        sched = np.concatenate((plan.sched, np.ones(joined, dtype=np.int64)))
-        is_decode = np.concatenate((plan.is_decode, np.zeros(joined, dtype=bool)))
-        features = _step_features(sched, self.running.computed, is_decode)
-        return StepPlan(sched, is_decode, features, 0, plan.admitted + joined)
+        if not plan.preempted and not self.waiting:
+            self._allocate_remote(self.config.max_num_batched_tokens - int(np.add.reduce(plan.sched)), now)
+        return plan
 
-    def _join_loaded(self, budget: int, now: float) -> int:
+    def _join_loaded(self, now: float) -> None:
         batch, ledger = self.running, self.ledger
-        joined = 0
-        while self.loaded and len(batch) < self.config.max_num_seqs and budget > joined:
+        while self.loaded and len(batch) < self.config.max_num_seqs:
             rid = self.loaded.popleft()
             prompt = int(ledger.prompt[rid])
             batch.append(rid, prompt, prompt - 1, 0, int(ledger.target[rid]), self.pool.blocks_for(prompt),
@@ -93,8 +92,7 @@ class DecodeScheduler(Scheduler):
             if ledger.tracks_answer:
                 self.answers.admit(rid, 0)
             self.pd_ledger.decode_start[rid] = now
-            joined += 1
-        return joined
+            self._all_decoding = False
 
     def _allocate_remote(self, budget: int, now: float) -> None:
         while self.remote and len(self.running) < self.config.max_num_seqs and budget > 0:
@@ -104,6 +102,14 @@ class DecodeScheduler(Scheduler):
             self.remote.popleft()
             self.transferring += 1
             self._start_transfer(rid, now)
+
+    def plan_run(self, plan: StepPlan, max_steps: int) -> DecodeRun | None:
+        """No run while the remote head fits the blocks and a sequence slot: this step's token
+        budget may be all that kept it out, and a decode step leaves budget over."""
+        if self.remote and not self.waiting and len(self.running) < self.config.max_num_seqs \
+                and self.pool.blocks_for(int(self.ledger.prompt[self.remote[0]])) <= self.pool.free:
+            return None
+        return super().plan_run(plan, max_steps)
 
     def plan_decode_only_run(self, max_steps: int) -> DecodeRun | None:
         """No run past a pending hand-over: `schedule` must see it at this step boundary."""

@@ -21,18 +21,18 @@ is transferred. The proxy's own time is zero.
 from __future__ import annotations
 
 import functools
-import time
 from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
+import pandas as pd
 import simpy
 
 from rllmsim import spec_decode
 from rllmsim.cost.base import CostModel
 from rllmsim.disaggregation import Disaggregation
 from rllmsim.engine.clients import Client, UrgentTimeout
-from rllmsim.engine.cluster import SimulationResult, apply_max_model_len, scheduler_config
+from rllmsim.engine.cluster import Cluster, apply_max_model_len, scheduler_config
 from rllmsim.engine.decode_instance import DecodeReplica, DecodeScheduler
 from rllmsim.engine.kv_cache import BlockPool
 from rllmsim.engine.pd_ledger import DisaggregatedLedger
@@ -55,68 +55,66 @@ class PoolCostModels(NamedTuple):
         return {**self.decode.provenance(), "prefill_pool": self.prefill.provenance()}
 
 
-class DisaggregatedCluster:
-    """The two pools behind their routers, fed by a client, in one SimPy environment. Timeline
-    rows: prefill replicas 0..N-1, decode replicas N..N+M-1."""
+class DisaggregatedCluster(Cluster):
+    """The two pools behind their routers, fed by a client, in one SimPy environment.
 
-    def __init__(self, pd: Disaggregation, cost_models: PoolCostModels, requests, client: Client,
+    A `Cluster` whose replicas are both pools, prefill first (replica and timeline index 0..N-1,
+    then decode N..N+M-1), so arrivals, rejections, completions and the run's result are the
+    colocated cluster's; only routing differs: an arrival goes to a prefill instance, a finished
+    prefill to a decode instance. `__init__` builds the pools in place of `Cluster`'s replicas."""
+
+    def __init__(self, pools: Disaggregation, cost_models: PoolCostModels, requests: pd.DataFrame, client: Client,
                  router: str = "round-robin", fast_forward: bool = True,
                  rng: np.random.Generator | None = None) -> None:
-        self.pd = pd
+        self.pools = pools
+        self.deployment = pools.decode  # what `Cluster.run` reads: the run's KV capacity is decode's
         self.env = simpy.Environment()
         self.ledger = DisaggregatedLedger(requests)
         self.client = client
         self.timeline = TimelineRecorder()
         self.itl = LogHistogram()
         self._waiters: dict[int, simpy.Event] = {}
-        self.truncated_outputs = apply_max_model_len(self.ledger, pd.decode.max_model_len)
+        self.truncated_outputs = apply_max_model_len(self.ledger, pools.decode.max_model_len)
         self.prefill_ledger = RequestLedger(requests)
         self.prefill_ledger.target[:] = 1  # the proxy's max_tokens=1
         self.prefill_ledger.tracks_answer = False
-        if pd.decode.speculative_method:
+        if pools.decode.speculative_method:
             rng = rng if rng is not None else np.random.default_rng(0)
-            self.ledger.accept_rate[:] = spec_decode.request_rate_units(pd.decode, self.ledger.size, rng)
-        self._transfer_s = pd.transfer_seconds(self.ledger.prompt)
-        self.ledger.kv_bytes[:] = pd.prompt_kv_bytes(self.ledger.prompt)
+            self.ledger.accept_rate[:] = spec_decode.request_rate_units(pools.decode, self.ledger.size, rng)
+        self._transfer_s = pools.transfer_seconds(self.ledger.prompt)
+        self.ledger.kv_bytes[:] = pools.prompt_kv_bytes(self.ledger.prompt)
         self.prefill = self._prefill_pool(cost_models.prefill, fast_forward)
         self.decode = self._decode_pool(cost_models.decode, fast_forward)
-        block = pd.decode.block_size
+        self.replicas = [*self.prefill, *self.decode]
+        block = pools.decode.block_size
         self.prefill_router = make_router(router, self.prefill_ledger, block, [r.kv_capacity_blocks for r in self.prefill])
         self.decode_router = make_router(router, self.ledger, block, [r.kv_capacity_blocks for r in self.decode])
-        self.prefill_outstanding = np.zeros(len(self.prefill), dtype=np.int64)
-        self.decode_outstanding = np.zeros(len(self.decode), dtype=np.int64)
-        self.arrivals = self.transfers = 0
+        self.outstanding = np.zeros(len(self.replicas), dtype=np.int64)
+        first = pools.prefill.replicas
+        self.prefill_outstanding, self.decode_outstanding = self.outstanding[:first], self.outstanding[first:]
+        self.arrivals = 0
 
     def _prefill_pool(self, cost_model: CostModel, fast_forward: bool) -> list[Replica]:
-        p, config = self.pd.prefill, scheduler_config(self.pd.prefill)
+        p, config = self.pools.prefill, scheduler_config(self.pools.prefill)
         return [Replica(self.env, i, Scheduler(config, BlockPool(p.num_gpu_blocks, p.block_size), self.prefill_ledger),
                         cost_model, self.timeline, self.itl, fast_forward=fast_forward, on_finish=self._prefilled)
                 for i in range(p.replicas)]
 
     def _decode_pool(self, cost_model: CostModel, fast_forward: bool) -> list[DecodeReplica]:
-        d, config, first = self.pd.decode, scheduler_config(self.pd.decode), self.pd.prefill.replicas
+        d, config, first = self.pools.decode, scheduler_config(self.pools.decode), self.pools.prefill.replicas
         return [DecodeReplica(self.env, first + j,
                               DecodeScheduler(config, BlockPool(d.num_gpu_blocks, d.block_size), self.ledger,
                                               functools.partial(self._start_transfer, j)),
                               cost_model, self.timeline, self.itl, fast_forward=fast_forward,
-                              on_finish=self._decoded)
+                              on_finish=self._finished)
                 for j in range(d.replicas)]
 
-    def submit(self, rid: int, notify: bool = False) -> simpy.Event | None:
-        """A request arrives now: to a prefill instance, or rejected (`Cluster.submit`'s contract)."""
-        self.arrivals += 1
-        waiter = self.env.event() if notify else None
-        if self.ledger.rejected[rid]:
-            if waiter is not None:
-                waiter.succeed()
-            return waiter
-        if waiter is not None:
-            self._waiters[rid] = waiter
+    def _route(self, rid: int) -> None:
+        """An arrival goes to the prefill instance the prefill router picks."""
         index = self.prefill_router.choose(rid, self.prefill, self.prefill_outstanding, self.env.now)
         self.prefill_outstanding[index] += 1
         self.prefill_ledger.replica[rid] = self.ledger.prefill_replica[rid] = index
         self.prefill[index].enqueue(rid)
-        return waiter
 
     def _prefilled(self, replica: int, rids: np.ndarray, now: float) -> None:
         """The prefill instance answered the proxy: the request goes to a decode instance."""
@@ -134,42 +132,14 @@ class DisaggregatedCluster:
 
     def _start_transfer(self, decode: int, rid: int, now: float) -> None:
         """Blocks allocated on decode instance `decode` at `now`: its workers pull the prompt's KV."""
-        self.transfers += 1
         end = now + float(self._transfer_s[rid])
         self.ledger.kv_transfer_start[rid] = now
         self.ledger.kv_ready[rid] = end
         landed = UrgentTimeout(self.env, max(0.0, end - self.env.now))
         landed.callbacks.append(lambda _event: self.decode[decode].deliver(rid))
 
-    def _decoded(self, replica: int, rids: np.ndarray, now: float) -> None:
-        self.decode_outstanding[replica - self.pd.prefill.replicas] -= len(rids)
-        for rid in rids.tolist() if self._waiters else ():
-            waiter = self._waiters.pop(rid, None)
-            if waiter is not None:
-                waiter.succeed()
 
-    def run(self) -> SimulationResult:
-        started = time.perf_counter()
-        self.env.process(self.client.drive(self))
-        self.env.run()
-        replicas = [*self.prefill, *self.decode]
-        schedulers = [r.scheduler for r in replicas]
-        return SimulationResult(
-            ledger=self.ledger,
-            timeline=self.timeline.to_frame(),
-            itl=self.itl,
-            capacity_blocks=self.pd.decode.num_gpu_blocks,
-            simulated_s=float(max((r.clock for r in replicas), default=0.0)),
-            wall_s=time.perf_counter() - started,
-            steps=sum(r.steps for r in replicas),
-            events=self.arrivals + self.transfers + sum(r.events for r in replicas),
-            truncated_outputs=self.truncated_outputs,
-            prefix_query_tokens=sum(s.prefix_query_tokens for s in schedulers),
-            prefix_hit_tokens=sum(s.prefix_hit_tokens for s in schedulers),
-        )
-
-
-def pool_cost_models(pd: Disaggregation, cost_model: CostModel | PoolCostModels | None = None, kind: str = "auto",
+def pool_cost_models(pools: Disaggregation, cost_model: CostModel | PoolCostModels | None = None, kind: str = "auto",
                      kernel_tables: str | Path | None = None) -> PoolCostModels:
     """Each pool's cost model: as given (one model for both, as tests give a hand-checkable one),
     else the `kind` (`rllmsim.cost.select`) for that pool's GPU and TP, plus a speculative
@@ -179,6 +149,6 @@ def pool_cost_models(pd: Disaggregation, cost_model: CostModel | PoolCostModels 
 
     if isinstance(cost_model, PoolCostModels):
         return cost_model
-    prefill = cost_model or cost_model_for(pd.prefill, kind, kernel_tables)
-    decode = cost_model or cost_model_for(pd.decode, kind, kernel_tables)
-    return PoolCostModels(prefill, speculative_cost_model(decode, pd.decode))
+    prefill = cost_model or cost_model_for(pools.prefill, kind, kernel_tables)
+    decode = cost_model or cost_model_for(pools.decode, kind, kernel_tables)
+    return PoolCostModels(prefill, speculative_cost_model(decode, pools.decode))

@@ -18,22 +18,22 @@ from rllmsim.engine.cluster import SimulationResult
 from rllmsim.metrics.summary import kv_stats, latency_stats
 
 
-def pool_rows(timeline: pd.DataFrame, pd_: Disaggregation, pool: str) -> pd.DataFrame:
+def pool_rows(timeline: pd.DataFrame, pools: Disaggregation, pool: str) -> pd.DataFrame:
     """The timeline rows of one pool: prefill replicas come first, then decode."""
-    first = pd_.prefill.replicas
+    first = pools.prefill.replicas
     return timeline[timeline["replica"] < first] if pool == "prefill" else timeline[timeline["replica"] >= first]
 
 
-def disaggregated_summary(result: SimulationResult, requests: pd.DataFrame, pd_: Disaggregation) -> dict[str, Any]:
+def disaggregated_summary(result: SimulationResult, requests: pd.DataFrame, pools: Disaggregation) -> dict[str, Any]:
     """The `disaggregated` section; its `decode.kv` is also the run's top-level `kv`."""
     done = requests[requests["finish_s"].notna()]
     span = result.simulated_s
-    out: dict[str, Any] = {"gpus": pd_.gpus}
+    out: dict[str, Any] = {"gpus": pools.gpus}
     waits = {"prefill": {"queue_s": "queue_s", "prefill_s": "prefill_s"},
              "decode": {"kv_wait_s": "kv_wait_s", "decode_wait_s": "decode_wait_s"}}
     for pool in ("prefill", "decode"):
-        d = getattr(pd_, pool)
-        rows = pool_rows(result.timeline, pd_, pool)
+        d = getattr(pools, pool)
+        rows = pool_rows(result.timeline, pools, pool)
         busy = float((rows["end_s"] - rows["start_s"]).sum())
         out[pool] = {
             "replicas": d.replicas, "tp": d.tp, "gpu": d.gpu.name,
@@ -44,8 +44,8 @@ def disaggregated_summary(result: SimulationResult, requests: pd.DataFrame, pd_:
             **{key: latency_stats(done[column].to_numpy()) for key, column in waits[pool].items()},
         }
     out["kv_transfer"] = {
-        **pd_.transfer.to_dict(),
-        "shard_bytes_per_token": pd_.shard_bytes_per_token(),
+        **pools.transfer.to_dict(),
+        "shard_bytes_per_token": pools.shard_bytes_per_token(),
         "bytes_per_request_mean": float(done["kv_transfer_bytes"].mean()) if len(done) else 0.0,
         "seconds": latency_stats(done["kv_transfer_s"].to_numpy()),
     }
