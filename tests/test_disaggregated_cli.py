@@ -55,3 +55,11 @@ def test_simulate_and_compare_run_disaggregated(tmp_path: Path) -> None:
                                "--out", tmp_path / "cmp"])
     assert result.exit_code == 0, result.output
     assert "Decode pool utilisation" in result.output and "1P2D" in result.output
+
+
+def test_the_run_names_its_pools() -> None:
+    run = prepare(model="deepseek-r1-distill-qwen-1.5b", gpu="h100", dataset="gsm8k", num_requests=3,
+                  max_tokens=16, prefill_replicas=1, decode_replicas=2, decode_tp=2).run()
+    assert run.title() == "deepseek-r1-distill-qwen-1.5b on 1 prefill x h100-sxm tp1 + 2 decode x h100-sxm tp2"
+    assert run.summary["config"]["disaggregation"]["decode"]["tp"] == 2
+    assert run.summary["requests"]["completed"] == 3
