@@ -63,3 +63,18 @@ def test_the_run_names_its_pools() -> None:
     assert run.title() == "deepseek-r1-distill-qwen-1.5b on 1 prefill x h100-sxm tp1 + 2 decode x h100-sxm tp2"
     assert run.summary["config"]["disaggregation"]["decode"]["tp"] == 2
     assert run.summary["requests"]["completed"] == 3
+
+
+def test_fast_forward_equals_step_by_step_on_a_real_deployment() -> None:
+    """The kernel-table cost models of two pools of different TP, a contended decode pool and
+    the TCP link: the hand-over must land on the same step boundaries in both modes."""
+    options = dict(model="deepseek-r1-distill-qwen-7b", gpu="h100", dataset="math-500", num_requests=40,
+                   rate=4, max_tokens=2048, prefill_replicas=1, decode_replicas=2, prefill_tp=2,
+                   decode_max_num_seqs=8, num_gpu_blocks_override=600, max_model_len=4096,
+                   kv_transfer="tcp")
+    fast = prepare(**options).run().requests
+    slow = prepare(**options, step_by_step=True).run().requests
+    for column in ("first_scheduled_s", "kv_transfer_start_s", "kv_ready_s", "decode_start_s", "first_token_s",
+                   "finish_s"):
+        assert (fast[column].to_numpy() == slow[column].to_numpy()).all(), column
+    assert (fast["preemptions"] == slow["preemptions"]).all() and fast["kv_wait_s"].max() > 0
