@@ -59,6 +59,17 @@ def test_decode_admission_waits_for_kv_room():
     assert (req["preemptions"] == 0).all()
 
 
+def test_prefill_keeps_the_kv_until_the_transfer_lands():
+    # 8 blocks of 16 on each instance: request 0's 100-token prompt takes 7, so request 1 (also
+    # 100 tokens, arriving with it) is admitted on the prefill instance only once request 0's KV
+    # has landed on the decode instance and the prefill instance freed its copy.
+    run = _run(_pd(blocks=8, max_model_len=128), make_request_table(np.array([0.0, 0.0]), [100, 100], [2, 2], "test"))
+    req = run.requests.set_index("request_id")
+    assert req.loc[0, "kv_ready_s"] > req.loc[0, "prefill_done_s"]
+    assert req.loc[1, "first_scheduled_s"] == pytest.approx(req.loc[0, "kv_ready_s"], rel=1e-12)
+    assert run.summary["disaggregated"]["prefill"]["kv"]["peak_blocks"] == 7
+
+
 def test_slower_link_only_delays_by_the_transfer_difference():
     table = make_request_table(np.array([0.0]), [200], [3], "test")
     fast = _run(_pd(link=LINK), table).requests.iloc[0]

@@ -12,10 +12,9 @@ the wait for KV room on the decode instance + the transfer + the wait for a deco
 step. Every client-facing field comes from the decode instance; the prefill instance's progress
 lives in its own ledger. Both pools take the same `--router` policy, one router each.
 
-Not modelled: the prefill instance keeps a finished request's blocks until the decode instance has
-read them (vLLM's delayed free); here they are freed when the prefill finishes. A prefix-cache
-hit on the decode instance (vLLM loads only the uncached tail) is not looked up: the whole prompt
-is transferred. The proxy's own time is zero.
+The prefill instance keeps a finished request's blocks until its KV has landed on the decode
+instance (`prefill_instance.py`). Not modelled: a prefix-cache hit on the decode instance (vLLM
+loads only the uncached tail; the whole prompt is transferred here) and the proxy's own time.
 """
 
 from __future__ import annotations
@@ -36,10 +35,9 @@ from rllmsim.engine.cluster import Cluster, apply_max_model_len, scheduler_confi
 from rllmsim.engine.decode_instance import DecodeReplica, DecodeScheduler
 from rllmsim.engine.kv_cache import BlockPool
 from rllmsim.engine.pd_ledger import DisaggregatedLedger
-from rllmsim.engine.replica import Replica
+from rllmsim.engine.prefill_instance import PrefillReplica, PrefillScheduler
 from rllmsim.engine.request import RequestLedger
 from rllmsim.engine.router import make_router
-from rllmsim.engine.scheduler import Scheduler
 from rllmsim.metrics.histogram import LogHistogram
 from rllmsim.metrics.timeline import TimelineRecorder
 
@@ -94,10 +92,12 @@ class DisaggregatedCluster(Cluster):
         self.prefill_outstanding, self.decode_outstanding = self.outstanding[:first], self.outstanding[first:]
         self.arrivals = 0
 
-    def _prefill_pool(self, cost_model: CostModel, fast_forward: bool) -> list[Replica]:
+    def _prefill_pool(self, cost_model: CostModel, fast_forward: bool) -> list[PrefillReplica]:
         p, config = self.pools.prefill, scheduler_config(self.pools.prefill)
-        return [Replica(self.env, i, Scheduler(config, BlockPool(p.num_gpu_blocks, p.block_size), self.prefill_ledger),
-                        cost_model, self.timeline, self.itl, fast_forward=fast_forward, on_finish=self._prefilled)
+        return [PrefillReplica(self.env, i,
+                               PrefillScheduler(config, BlockPool(p.num_gpu_blocks, p.block_size), self.prefill_ledger),
+                               cost_model, self.timeline, self.itl, fast_forward=fast_forward,
+                               on_finish=self._prefilled)
                 for i in range(p.replicas)]
 
     def _decode_pool(self, cost_model: CostModel, fast_forward: bool) -> list[DecodeReplica]:
@@ -136,7 +136,12 @@ class DisaggregatedCluster(Cluster):
         self.ledger.kv_transfer_start[rid] = now
         self.ledger.kv_ready[rid] = end
         landed = UrgentTimeout(self.env, max(0.0, end - self.env.now))
-        landed.callbacks.append(lambda _event: self.decode[decode].deliver(rid))
+        landed.callbacks.append(lambda _event: self._landed(decode, rid))
+
+    def _landed(self, decode: int, rid: int) -> None:
+        """The KV is on the decode instance, which tells the prefill instance to free its copy."""
+        self.decode[decode].deliver(rid)
+        self.prefill[int(self.ledger.prefill_replica[rid])].release(rid)
 
 
 def pool_cost_models(pools: Disaggregation, cost_model: CostModel | PoolCostModels | None = None, kind: str = "auto",
