@@ -85,8 +85,6 @@ def disaggregation_from_options(opts: Mapping[str, Any], deployment: Deployment)
     pools = {pool: _pool(pool, counts[pool], opts, deployment) for pool in POOLS}
     link = kv_transfer(opts.get("kv_transfer"), opts.get("kv_transfer_gbps"), opts.get("kv_transfer_latency_ms"),
                        (pools["prefill"].gpu, pools["decode"].gpu))
-    if pools["prefill"].block_size != pools["decode"].block_size:  # pragma: no cover - one --block-size
-        raise ConfigError("both pools must use one --block-size")
     return Disaggregation(pools["prefill"], pools["decode"], link)
 
 
