@@ -17,11 +17,14 @@ from rllmsim.cost.base import CostModel
 from rllmsim.cost.select import cost_model_for
 from rllmsim.cost.speculative import speculative_cost_model
 from rllmsim.deployment import Deployment
+from rllmsim.disaggregation import Disaggregation
 from rllmsim.engine.clients import BatchWaves, Client, ClosedLoop, OpenLoop, Sessions
 from rllmsim.engine.cluster import Cluster, SimulationResult
+from rllmsim.engine.disaggregated import DisaggregatedCluster, PoolCostModels, pool_cost_models
 from rllmsim import checks
 from rllmsim.errors import ConfigError
 from rllmsim.fidelity import fidelity
+from rllmsim.metrics.disaggregated import disaggregated_summary
 from rllmsim.metrics.load import load_check
 from rllmsim.metrics.speculative import speculative_summary
 from rllmsim.metrics.stragglers import DEFAULT_FACTOR
@@ -164,14 +167,16 @@ def run_simulation(
     deployment: Deployment,
     workload: WorkloadSpec | pd.DataFrame,
     seed: int = 0,
-    cost_model: CostModel | None = None,
+    cost_model: CostModel | PoolCostModels | None = None,
     router: str = "round-robin",
     fast_forward: bool = True,
     client: Client | None = None,
     slos_s: Mapping[str, float] | None = None,
     straggler_factor: float = DEFAULT_FACTOR,
+    disaggregation: Disaggregation | None = None,
 ) -> RunOutput:
-    """Simulate `workload` on `deployment`; a ready request table may stand in for a spec."""
+    """Simulate `workload` on `deployment`; a ready request table may stand in for a spec. With
+    `disaggregation`, its prefill and decode pools serve it (`deployment` gives the model)."""
     checks.seed(seed)
     checks.straggler_factor(straggler_factor)
     checks.slo_limits(slos_s or {}, "slos_s")
@@ -182,13 +187,22 @@ def run_simulation(
     else:
         table, built_client, workload_config = workload, OpenLoop(), {"arrival": "table", "num_requests": len(workload)}
     client = client or built_client
-    cost_model = with_speculation(cost_model or cost_model_for(deployment), deployment)
-    result = Cluster(deployment, cost_model, table, client, router=router, fast_forward=fast_forward,
-                     rng=streams.stream("speculation")).run()
+    rng = streams.stream("speculation")
+    if disaggregation is None:
+        cost_model = with_speculation(cost_model or cost_model_for(deployment), deployment)
+        cluster = Cluster(deployment, cost_model, table, client, router=router, fast_forward=fast_forward, rng=rng)
+    else:
+        cost_model = pool_cost_models(disaggregation, cost_model)
+        cluster = DisaggregatedCluster(disaggregation, cost_model, table, client, router=router,
+                                       fast_forward=fast_forward, rng=rng)
+    result = cluster.run()
     requests = result.ledger.to_frame()
     summary = summarize(result, requests, deployment.engine_cores, slos_s, straggler_factor)
     if isinstance(client, Sessions):
         summary["sessions"] = sessions.session_summary(requests, client.turns)
+    if disaggregation is not None:
+        summary["disaggregated"] = disaggregated_summary(result, requests, disaggregation)
+        summary["kv"] = summary["disaggregated"]["decode"]["kv"]
     if deployment.speculative_method:
         summary["speculative"] = speculative_summary(result, requests, deployment)
     load = load_check(requests) if isinstance(client, OpenLoop) else None  # a closed loop adapts its load
@@ -196,6 +210,7 @@ def run_simulation(
         summary["load"] = load
     config = {
         "deployment": deployment.to_dict(),
+        **({"disaggregation": disaggregation.to_dict()} if disaggregation is not None else {}),
         "workload": workload_config,
         "client": client.name,
         "router": router,

@@ -18,6 +18,7 @@ from rllmsim.api import kwargs
 from rllmsim.api.simulate import Goodput, deployment_of, refuse
 from rllmsim.commands.options import parse_goodput, with_trace_model, workload_from_options
 from rllmsim.compare import Comparison, Variant, parse_variants, run_comparison
+from rllmsim.disaggregation import disaggregation_from_options
 from rllmsim.errors import ConfigError
 from rllmsim.metrics.stragglers import DEFAULT_FACTOR
 from rllmsim.simulation import WorkloadSpec
@@ -99,7 +100,8 @@ def _variant(name: str, changes: Mapping[str, Any], shared: dict[str, Any]) -> V
     merged = {**shared, **overrides}
     try:
         deployment = deployment_of(merged)
+        pools = disaggregation_from_options(merged, deployment)
     except ConfigError as err:
         raise ConfigError(f"compare(): variant {name!r}: {err}") from None
     flags = tuple(kwargs.flag_text(k, v) for k, v in overrides.items())
-    return Variant(name, deployment, router=merged["router"], flags=flags, overrides=overrides)
+    return Variant(name, deployment, router=merged["router"], flags=flags, overrides=overrides, disaggregation=pools)

@@ -71,7 +71,11 @@ class Run:
         return bench_result(self.summary, self.requests, self.result.itl, self.deployment.model.hf_id)
 
     def title(self) -> str:
-        d = self.deployment
+        d, pools = self.deployment, self.output.config.get("disaggregation")
+        if pools:
+            p, q = pools["prefill"], pools["decode"]
+            return (f"{d.model.name} on {p['replicas']} prefill x {p['gpu']} tp{p['tp']} + "
+                    f"{q['replicas']} decode x {q['gpu']} tp{q['tp']}")
         return f"{d.model.name} on {d.replicas} x {d.gpu.name} tp{d.tp}"
 
     def __repr__(self) -> str:

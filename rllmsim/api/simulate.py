@@ -24,6 +24,8 @@ from rllmsim.commands.options import deployment_from_options, parse_goodput, wit
 from rllmsim.cost.base import CostModel
 from rllmsim.cost.select import KINDS, cost_model_for
 from rllmsim.deployment import Deployment
+from rllmsim.disaggregation import OPTION_NAMES as PD_OPTION_NAMES, Disaggregation, disaggregation_from_options
+from rllmsim.engine.disaggregated import PoolCostModels, pool_cost_models
 from rllmsim.errors import ConfigError
 from rllmsim.metrics.stragglers import DEFAULT_FACTOR
 from rllmsim.simulation import WorkloadSpec, run_simulation
@@ -42,17 +44,18 @@ class Simulation:
 
     deployment: Deployment
     workload: WorkloadSpec | pd.DataFrame
-    cost_model: CostModel
+    cost_model: CostModel | PoolCostModels
     seed: int = 0
     router: str = "round-robin"
     fast_forward: bool = True
     slos_s: Mapping[str, float] | None = None
     straggler_factor: float = DEFAULT_FACTOR
+    disaggregation: Disaggregation | None = None  # prefill and decode pools instead of `deployment.replicas`
 
     def run(self) -> Run:
         output = run_simulation(self.deployment, self.workload, seed=self.seed, cost_model=self.cost_model,
                                 router=self.router, fast_forward=self.fast_forward, slos_s=self.slos_s,
-                                straggler_factor=self.straggler_factor)
+                                straggler_factor=self.straggler_factor, disaggregation=self.disaggregation)
         return Run(output, self.deployment)
 
 
@@ -85,7 +88,7 @@ def prepare(*, deployment: Deployment | None = None, workload: WorkloadSpec | pd
     given = kwargs.resolve("simulate()", options, extra=OWN_KEYWORDS)
     opts = with_trace_model({**kwargs.defaults(), **given})
     if deployment is not None:
-        refuse("simulate", "deployment", given, set(kwargs.names("deployment")) - {"router"})
+        refuse("simulate", "deployment", given, set(kwargs.names("deployment")) - {"router", *PD_OPTION_NAMES})
         timing = _cost_model_of(deployment, cost_model, allow_extrapolation, kernel_tables)
     else:
         deployment, timing = deployment_and_cost_model(opts, set(given), cost_model, allow_extrapolation,
@@ -95,8 +98,24 @@ def prepare(*, deployment: Deployment | None = None, workload: WorkloadSpec | pd
     else:
         refuse("simulate", "workload", given, kwargs.names("workload"))
     slos = parse_goodput(kwargs.goodput_items(goodput))
+    disaggregation = disaggregation_from_options(opts, deployment)
+    if disaggregation is not None:
+        timing = _pool_cost_models(disaggregation, cost_model, kernel_tables)
     return Simulation(deployment, workload, timing, seed=seed, router=opts["router"], fast_forward=not step_by_step,
-                      slos_s=slos, straggler_factor=straggler_factor)
+                      slos_s=slos, straggler_factor=straggler_factor, disaggregation=disaggregation)
+
+
+def _pool_cost_models(pools: Disaggregation, cost_model: str | Path | CostModel,
+                      kernel_tables: str | Path | None) -> PoolCostModels:
+    """Disaggregated pools each get the cost model `cost_model` names for their GPU and TP; a
+    calibration is measured on one engine, so it cannot time two pools."""
+    if isinstance(cost_model, CostModel):
+        return pool_cost_models(pools, cost_model)
+    kind = _kind(cost_model)
+    if kind not in KINDS:
+        raise ConfigError(f"--cost-model {cost_model}: disaggregated pools are timed with "
+                          f"{', '.join(KINDS)}, not a calibration of one engine; drop --cost-model or the pool flags")
+    return pool_cost_models(pools, None, kind, kernel_tables)
 
 
 def deployment_and_cost_model(opts: dict[str, Any], given: set[str], cost_model: str | Path | CostModel,

@@ -9,6 +9,7 @@ from typing import Any, Callable
 
 import click
 
+from rllmsim.commands.pd_options import PD_OPTIONS
 from rllmsim.deployment import DEFAULT_VLLM_VERSION, Deployment
 from rllmsim.engine.acceptance import DEFAULT_ACCEPTANCE_SPREAD
 from rllmsim.engine.router import ROUTERS, parse_router
@@ -93,6 +94,7 @@ _DEPLOYMENT_OPTIONS = [
     click.option("--router", default="round-robin", show_default=True, type=RouterSpec(),
                  help=f"{', '.join(ROUTERS)}; the cache-aware ones take weights, as in "
                  "kv-aware:prefix=3,kv=2,queue=2 or dynamo-kv:overlap=1 (docs/architectures.md)."),
+    *PD_OPTIONS,
 ]
 
 _WORKLOAD_OPTIONS = [

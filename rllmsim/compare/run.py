@@ -99,7 +99,7 @@ class Comparison:
             "title": self.title(),
             "variants": [{"name": v.name, "flags": list(v.flags), "overrides": dict(v.overrides),
                           "router": v.router, "deployment": v.deployment.to_dict(),
-                          "cost_per_hour_usd": _price(v.deployment),
+                          "cost_per_hour_usd": _price(v),
                           "summary": self.runs[v.name].summary} for v in self.variants],
             "metrics": metrics,
         }
@@ -127,9 +127,12 @@ class Comparison:
                           note=f"baseline {self.baseline}; .table, .wide(), .summaries(), .save(dir)")
 
 
-def _price(deployment: Deployment) -> float | None:
-    """$/hour of the variant's GPUs; None for a GPU without a catalog price (a custom spec)."""
-    return cost_per_hour(deployment) or None
+def _price(variant: Variant) -> float | None:
+    """$/hour of the variant's GPUs (both pools' when disaggregated); None for a GPU without a
+    catalog price (a custom spec)."""
+    pools = variant.disaggregation
+    deployments = [variant.deployment] if pools is None else [pools.prefill, pools.decode]
+    return sum(cost_per_hour(d) for d in deployments) or None
 
 
 def _by_variant(group: pd.DataFrame, column: str) -> dict[str, float | None]:
@@ -185,9 +188,9 @@ def run_comparison(
         model = cost_model(variant.deployment) if cost_model else None
         runs[variant.name] = run_simulation(variant.deployment, workload, seed=seed, cost_model=model,
                                             router=variant.router, fast_forward=fast_forward, slos_s=slos_s,
-                                            straggler_factor=straggler_factor, **run_kwargs)
-    table = delta_frame({v.name: priced(runs[v.name].summary, _price(v.deployment)) for v in variants},
-                        metrics)
+                                            straggler_factor=straggler_factor,
+                                            disaggregation=variant.disaggregation, **run_kwargs)
+    table = delta_frame({v.name: priced(runs[v.name].summary, _price(v)) for v in variants}, metrics)
     return Comparison(variants, workload, seed, runs, table, metrics)
 
 

@@ -24,6 +24,7 @@ from click.core import ParameterSource
 
 from rllmsim.commands.options import deployment_from_options, deployment_options, workload_options
 from rllmsim.deployment import Deployment
+from rllmsim.disaggregation import Disaggregation, disaggregation_from_options
 from rllmsim.errors import ConfigError
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,39}$")
@@ -44,6 +45,7 @@ class Variant:
     router: str = "round-robin"
     flags: tuple[str, ...] = ()
     overrides: Mapping[str, Any] = field(default_factory=dict)
+    disaggregation: Disaggregation | None = None  # prefill and decode pools (`rllmsim.disaggregation`)
 
     def __post_init__(self) -> None:
         check_name(self.name)
@@ -127,10 +129,11 @@ def variant_from_flags(name: str, tokens: tuple[str, ...] | list[str], shared: M
     merged = {**_deployment_defaults(), **dict(shared), **overrides}
     try:
         deployment = deployment_from_options(merged)
+        pools = disaggregation_from_options(merged, deployment)
     except ConfigError as err:
         raise ConfigError(f"--variant {name}: {err}") from None
     return Variant(name, deployment, router=merged.get("router", "round-robin"), flags=tuple(tokens),
-                   overrides=overrides)
+                   overrides=overrides, disaggregation=pools)
 
 
 def _deployment_defaults() -> dict[str, Any]:

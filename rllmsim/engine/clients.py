@@ -29,8 +29,9 @@ if TYPE_CHECKING:
     from rllmsim.engine.cluster import Cluster
 
 
-class _ArrivalTimeout(simpy.Event):
-    """A timeout that fires before ordinary events scheduled for the same instant."""
+class UrgentTimeout(simpy.Event):
+    """A timeout that fires before ordinary events scheduled for the same instant (arrivals, and
+    in disaggregated serving the KV transfers landing)."""
 
     def __init__(self, env: simpy.Environment, delay: float) -> None:
         super().__init__(env)
@@ -68,7 +69,7 @@ class OpenLoop:
             for rid in range(ledger.size):
                 delay = float(arrivals[rid]) - env.now
                 if delay > 0:
-                    yield _ArrivalTimeout(env, delay)
+                    yield UrgentTimeout(env, delay)
                 cluster.submit(rid)
             return
         waiting: deque[int] = deque()
@@ -88,7 +89,7 @@ class OpenLoop:
         for rid in range(ledger.size):
             delay = float(arrivals[rid]) - env.now
             if delay > 0:
-                yield _ArrivalTimeout(env, delay)
+                yield UrgentTimeout(env, delay)
             if free[0]:
                 free[0] -= 1
                 send(rid)
@@ -113,7 +114,7 @@ class ClosedLoop:
                 cluster.ledger.arrival[rid] = env.now
                 yield cluster.submit(rid, notify=True)
                 if self.think_time_s > 0:
-                    yield _ArrivalTimeout(env, self.think_time_s)
+                    yield UrgentTimeout(env, self.think_time_s)
 
         yield simpy.AllOf(env, [env.process(user()) for _ in range(self.users)])
 
@@ -136,14 +137,14 @@ class Sessions:
             for rid in range(first + 1, first + self.turns):
                 yield done
                 if self.think_time_s > 0:
-                    yield _ArrivalTimeout(env, self.think_time_s)
+                    yield UrgentTimeout(env, self.think_time_s)
                 arrivals[rid] = env.now
                 done = cluster.submit(rid, notify=True)
 
         for first in range(0, cluster.ledger.size, self.turns):
             delay = float(arrivals[first]) - env.now
             if delay > 0:
-                yield _ArrivalTimeout(env, delay)
+                yield UrgentTimeout(env, delay)
             env.process(later_turns(first, cluster.submit(first, notify=True)))
 
 

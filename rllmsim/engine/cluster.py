@@ -69,12 +69,9 @@ class Cluster:
         self.timeline = TimelineRecorder()
         self.itl = LogHistogram()
         self._waiters: dict[int, simpy.Event] = {}
-        self.truncated_outputs = self._apply_max_model_len()
+        self.truncated_outputs = apply_max_model_len(self.ledger, deployment.max_model_len)
         self.migrator = Migrator(self, deployment.migration_interval_s) if deployment.enable_migration else None
-        config = SchedulerConfig(deployment.max_num_seqs, deployment.max_num_batched_tokens,
-                                 deployment.enable_chunked_prefill, deployment.num_speculative_tokens,
-                                 deployment.enable_prefix_caching, deployment.scheduler_reserve_full_isl,
-                                 deployment.kv_layout, deployment.offload_config)
+        config = scheduler_config(deployment)
         if deployment.speculative_method:
             # each request its own acceptance, from the run's "speculation" stream (rng) when given
             rng = rng if rng is not None else np.random.default_rng(0)
@@ -111,18 +108,6 @@ class Cluster:
                                 self.itl, fast_forward=fast_forward, on_finish=self._finished, first_row=i * ranks)
                 for i in range(d.replicas)]
 
-    def _apply_max_model_len(self) -> int:
-        """Prompts with no room for an output token are rejected on arrival (vLLM answers 400);
-        outputs that would pass max_model_len stop there, as vLLM's length limit stops them."""
-        ledger, limit = self.ledger, self.deployment.max_model_len
-        too_long = ledger.prompt >= limit
-        ledger.rejected[too_long] = True
-        ledger.reject_reason[too_long] = f"prompt >= max_model_len {limit}"
-        room = np.maximum(limit - ledger.prompt, 1)
-        truncated = (~too_long) & (ledger.target > room)
-        ledger.target = np.where(truncated, room, ledger.target)
-        return int(truncated.sum())
-
     def submit(self, rid: int, notify: bool = False) -> simpy.Event | None:
         """A request arrives now: route it, or reject it. With `notify`, returns an event that
         fires when the request completes or is rejected."""
@@ -134,11 +119,15 @@ class Cluster:
             return waiter
         if waiter is not None:
             self._waiters[rid] = waiter
+        self._route(rid)
+        return waiter
+
+    def _route(self, rid: int) -> None:
+        """Give an admitted request to the replica the router picks."""
         index = self.router.choose(rid, self.replicas, self.outstanding, self.env.now)
         self.outstanding[index] += 1
         self.ledger.replica[rid] = index
         self.replicas[index].enqueue(rid)
-        return waiter
 
     def move_outstanding(self, rid: int, source: int, destination: int) -> None:
         """A request migrates: it is now outstanding at `destination`, not `source`."""
@@ -181,3 +170,23 @@ class Cluster:
 
     def _schedulers(self) -> list[Scheduler]:
         return [s for r in self.replicas for s in getattr(r, "ranks", [r.scheduler])]
+
+
+def scheduler_config(d: Deployment) -> SchedulerConfig:
+    """The engine arguments of `d` that shape scheduling."""
+    return SchedulerConfig(d.max_num_seqs, d.max_num_batched_tokens, d.enable_chunked_prefill,
+                           d.num_speculative_tokens, d.enable_prefix_caching, d.scheduler_reserve_full_isl,
+                           d.kv_layout, d.offload_config)
+
+
+def apply_max_model_len(ledger: RequestLedger, limit: int) -> int:
+    """Prompts with no room for an output token are rejected on arrival (vLLM answers 400);
+    outputs that would pass max_model_len stop there, as vLLM's length limit stops them.
+    Returns the outputs cut."""
+    too_long = ledger.prompt >= limit
+    ledger.rejected[too_long] = True
+    ledger.reject_reason[too_long] = f"prompt >= max_model_len {limit}"
+    room = np.maximum(limit - ledger.prompt, 1)
+    truncated = (~too_long) & (ledger.target > room)
+    ledger.target = np.where(truncated, room, ledger.target)
+    return int(truncated.sum())

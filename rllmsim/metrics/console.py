@@ -100,6 +100,7 @@ def format_summary(summary: dict[str, Any]) -> str:
             _row("Dummy rank-steps (%):", 100.0 * dp["dummy_step_share"]),
             _row("Shared experts + exchange (%):", 100.0 * dp["shared_moe_share"]),
         ]
+    lines += _disaggregated_lines(summary.get("disaggregated"))
     lines += [
         _title("Simulation"),
         _row("Simulated time (s):", summary["sim"]["simulated_s"]),
@@ -114,3 +115,21 @@ def format_summary(summary: dict[str, Any]) -> str:
     if warning:
         lines.append(f"warning: {warning}")
     return "\n".join(lines)
+
+
+def _disaggregated_lines(pools: dict[str, Any] | None) -> list[str]:
+    """Each pool's shape, utilisation and waits, and the KV transfer (the KV rows above are decode's)."""
+    if not pools:
+        return []
+    p, d, link = pools["prefill"], pools["decode"], pools["kv_transfer"]
+    return [
+        _title(f"Disaggregated ({p['replicas']}P x TP{p['tp']} / {d['replicas']}D x TP{d['tp']})"),
+        _row("Prefill utilisation (%):", 100.0 * p["utilization"]),
+        _row("Decode utilisation (%):", 100.0 * d["utilization"]),
+        _row("Mean prefill queue (ms):", 1e3 * p["queue_s"]["mean"]),
+        _row("Prefill KV peak usage (%):", p["kv"]["peak_pct"]),
+        _row("Mean wait for decode KV room (ms):", 1e3 * d["kv_wait_s"]["mean"]),
+        _row("Mean wait for a decode step (ms):", 1e3 * d["decode_wait_s"]["mean"]),
+        _row(f"Mean KV transfer, {link['preset']} (ms):", 1e3 * link["seconds"]["mean"]),
+        _row("Mean KV per request (MB):", link["bytes_per_request_mean"] / 1e6),
+    ]
