@@ -72,6 +72,7 @@ class DisaggregatedCluster(Cluster):
         self.timeline = TimelineRecorder()
         self.itl = LogHistogram()
         self._waiters: dict[int, simpy.Event] = {}
+        self.migrator = None  # live migration is refused with pools (`rllmsim.disaggregation`)
         self.truncated_outputs = apply_max_model_len(self.ledger, pools.decode.max_model_len)
         self.prefill_ledger = RequestLedger(requests)
         self.prefill_ledger.target[:] = 1  # the proxy's max_tokens=1
