@@ -8,8 +8,8 @@ notebook the interactive one, GitHub and nbconvert the image.
 The PNG comes from plotly's static export, kaleido, which drives a Chrome or Chromium (CI
 installs Chromium). The first figure is drawn by a browser started for it alone, which also shows
 that one can start; then one kaleido server is kept for the session, since starting a browser
-per figure costs seconds each time. Without kaleido or a browser the
-figure is still shown interactively, with a one-line note saying why there is no image.
+per figure costs seconds each time. Without kaleido or a browser the figure is still shown
+interactively, with a one-line note saying why there is no image.
 """
 
 from __future__ import annotations
