@@ -5,7 +5,9 @@ from a scratch directory (nothing lands beside it), with the environment given b
 (RLLMSIM_NOTEBOOK_QUICK=1 for the reduced capacity notebooks, for instance) and that alone of
 the RLLMSIM_NOTEBOOK_* variables. Each cell's progress-bar updates are merged into their final
 line; every cell's wall time is printed as it ends (what the notebooks' runtime notes quote)
-and kept out of the file, as are per-cell timestamps, which would change on every run. The
+and kept out of the file, as are per-cell timestamps, which would change on every run. A figure
+is saved as its PNG alone: the interactive plotly JSON beside it (a timeline's can be 300 KB)
+only a live kernel's frontend draws, and rerunning the cell brings it back. The
 environment the outputs come from is recorded in the notebook's metadata (`rllmsim.executed_with`),
 which tests/test_notebook_outputs.py checks against what the first cell says.
 
@@ -27,6 +29,7 @@ import nbclient
 import nbformat
 
 PREFIX = "RLLMSIM_NOTEBOOK_"
+PLOTLY = "application/vnd.plotly.v1+json"
 
 
 class _CellClock:
@@ -44,6 +47,14 @@ class _CellClock:
         print(f"{self.name} cell {cell_index:2d} {seconds:8.1f} s  {cell.source.splitlines()[0][:70]}", flush=True)
 
 
+def images_only(book: nbformat.NotebookNode) -> None:
+    """Drop the interactive plotly JSON from every output that also holds the figure's PNG."""
+    for cell in book.cells:
+        for output in cell.get("outputs", []):
+            if "image/png" in output.get("data", {}):
+                output["data"].pop(PLOTLY, None)
+
+
 def execute(path: Path, env: dict[str, str], timeout: int) -> None:
     """Run `path` under `env`, write it back with its outputs, print each cell's wall time."""
     for key in [k for k in os.environ if k.startswith(PREFIX)]:
@@ -57,6 +68,7 @@ def execute(path: Path, env: dict[str, str], timeout: int) -> None:
                                 resources={"metadata": {"path": scratch}}).execute()
     for cell in book.cells:
         cell.metadata.pop("execution", None)  # left by earlier runs that recorded timing
+    images_only(book)
     book.metadata["rllmsim"] = {"executed_with": dict(sorted(env.items()))}
     nbformat.write(book, path)
     print(f"{path.name}: {clock.total:.0f} s in all, {path.stat().st_size / 1024:.0f} KiB written")
