@@ -9,6 +9,7 @@ import pytest
 
 nbformat = pytest.importorskip("nbformat", reason="pip install 'rllmsim[notebooks]'")
 nbclient = pytest.importorskip("nbclient", reason="pip install 'rllmsim[notebooks]'")
+pytest.importorskip("tqdm", reason="pip install 'rllmsim[notebooks]'")  # the notebooks' progress bars
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 
