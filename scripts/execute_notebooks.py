@@ -7,9 +7,9 @@ the RLLMSIM_NOTEBOOK_* variables. Each cell's progress-bar updates are merged in
 line; every cell's wall time is printed as it ends (what the notebooks' runtime notes quote)
 and kept out of the file, as are per-cell timestamps, which would change on every run. A figure
 is saved as its PNG alone: the interactive plotly JSON beside it (a timeline's can be 300 KB)
-only a live kernel's frontend draws, and rerunning the cell brings it back. The
-environment the outputs come from is recorded in the notebook's metadata (`rllmsim.executed_with`),
-which tests/test_notebook_outputs.py checks against what the first cell says.
+only a live kernel's frontend draws, and rerunning the cell brings it back. The environment the
+outputs come from is recorded in the notebook's metadata (`rllmsim.executed_with`), which
+tests/test_notebook_outputs.py checks against what the first cell says.
 
 Run: PYTHONPATH=. python scripts/execute_notebooks.py [--env KEY=VALUE ...] NOTEBOOK [NOTEBOOK ...]
 The kernel is the `python3` one of the Python running this script, so kaleido and a Chrome or
@@ -38,7 +38,7 @@ class _CellClock:
     def __init__(self, name: str) -> None:
         self.name, self.started, self.total = name, 0.0, 0.0
 
-    def start(self, cell: Any, **_: Any) -> None:
+    def start(self, **_: Any) -> None:
         self.started = time.perf_counter()
 
     def executed(self, cell: Any, cell_index: int, **_: Any) -> None:
@@ -81,9 +81,9 @@ def main() -> None:
                         help=f"a {PREFIX}* variable for the kernel (repeatable)")
     parser.add_argument("--timeout", type=int, default=7200, help="seconds one cell may run")
     args = parser.parse_args()
+    if any("=" not in item or not item.startswith(PREFIX) for item in args.env):
+        parser.error(f"--env takes {PREFIX}*=VALUE only")
     env = dict(item.split("=", 1) for item in args.env)
-    if any(not key.startswith(PREFIX) for key in env):
-        parser.error(f"--env takes {PREFIX}* variables only")
     for path in args.notebooks:
         execute(path, env, args.timeout)
 
