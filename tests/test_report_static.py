@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import importlib
 import sys
 
 import plotly.graph_objects as go
@@ -18,7 +19,7 @@ def _figure() -> go.Figure:
 
 
 def test_without_kaleido_the_figure_stays_interactive_and_the_reason_is_one_line(monkeypatch, capsys):
-    import plotly.io._kaleido  # noqa: F401 (plotly looks kaleido up once: before it is hidden, not after)
+    importlib.import_module("plotly.io._kaleido")  # plotly looks kaleido up once: before it is hidden
 
     monkeypatch.setitem(sys.modules, "kaleido", None)  # import kaleido -> ImportError
     data, missing = static.bundle(_figure())
