@@ -18,6 +18,7 @@ from numbers import Integral, Real
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
+from rllmsim.engine.kv_offload import BACKENDS
 from rllmsim.errors import ConfigError
 
 #: numpy's SeedSequence takes any non-negative int; a signed 64-bit bound keeps seeds portable.
@@ -168,8 +169,6 @@ def migration(dep: Any) -> None:
 
 def kv_offloading(dep: Any) -> None:
     """`--kv-offloading-size` and `--kv-offloading-backend` as vLLM takes them (hook: Deployment)."""
-    from rllmsim.engine.kv_offload import BACKENDS
-
     if dep.kv_offloading_backend not in BACKENDS:
         raise ConfigError(f"kv_offloading_backend {dep.kv_offloading_backend!r} is not one of "
                           f"{', '.join(BACKENDS)}; give --kv-offloading-backend native or lmcache")

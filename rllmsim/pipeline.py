@@ -18,14 +18,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from rllmsim.engine.kv_capacity import ACTIVATION_BYTES
 from rllmsim.errors import ConfigError
 from rllmsim.specs.models import UNQUANTIZED_BYTES
 
 if TYPE_CHECKING:
     from rllmsim.deployment import Deployment
 
-#: Bytes per element of the tensors sent between stages (bf16 activations).
-ACTIVATION_BYTES = 2
 #: Tensors sent per token between stages: the hidden states and the residual.
 TENSORS_PER_TOKEN = 2
 

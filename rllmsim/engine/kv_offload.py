@@ -105,6 +105,7 @@ class CpuKVTier:
             self.store(group, self.config.storable_blocks(prompt, done))
 
     def load_seconds(self, blocks: int) -> float:
+        """Seconds a step spends loading `blocks` blocks (each GPU its share over its host link)."""
         return blocks * self.config.load_s_per_block
 
     def record_query(self, tokens: int, hit_blocks: int) -> None:
@@ -112,7 +113,6 @@ class CpuKVTier:
         self.queried_tokens += tokens
         self.hit_tokens += hit_blocks * self.config.block_size
         self.loaded_blocks += hit_blocks
-
 
 
 def offload_summary(tiers: list[CpuKVTier | None]) -> dict[str, float] | None:

@@ -16,7 +16,7 @@ roomiest one:
    boundary as a decode, nothing recomputed.
 
 Copies cross the GPUs' interconnect when both replicas sit in one NVLink domain, else the
-network between nodes (`StageLinks`'s assumptions: 70 % of the link, a fixed cost per copy).
+network between nodes (`links.py`).
 
 The policy reads only what fast-forward cannot perturb (blocks in use via `kv_blocks_used`, the
 waiting queue), and every action happens at a replica's step boundary, where an interrupted
@@ -35,9 +35,8 @@ from typing import TYPE_CHECKING, Generator
 import numpy as np
 
 from rllmsim import parallel
-from rllmsim.cost.data_parallel import INTER_NODE_GBPS, INTER_NODE_LATENCY_S
-from rllmsim.cost.roofline import RooflineParams
 from rllmsim.engine.batch import FIELD_INDEX
+from rllmsim.engine.links import link
 
 if TYPE_CHECKING:
     from rllmsim.engine.cluster import Cluster
@@ -48,7 +47,6 @@ if TYPE_CHECKING:
 HIGH_WATERMARK = 0.9
 #: Usage at or below which a replica (with nobody waiting) takes a request in.
 LOW_WATERMARK = 0.7
-GIGA = 1e9
 
 
 @dataclass
@@ -81,10 +79,8 @@ class Migrator:
         self.cluster = cluster
         self.interval_s = interval_s
         d = cluster.deployment
-        params = RooflineParams()
         self.block_bytes = d.kv_block_bytes
-        self._local = (d.gpu.interconnect_gbps * GIGA * params.interconnect_efficiency, params.allreduce_latency_s)
-        self._network = (INTER_NODE_GBPS * GIGA * params.interconnect_efficiency, INTER_NODE_LATENCY_S)
+        self._local, self._network = link(d, crosses_nodes=False), link(d, crosses_nodes=True)
         self._domain, self._gpus = parallel.nvlink_domain(d), d.gpus_per_replica
         self._moves: dict[int, _Move] = {}  # by source replica: one move out of a replica at a time
         self.stats = MigrationStats()

@@ -21,21 +21,19 @@ gives the same results by construction.
 from __future__ import annotations
 
 from collections import deque
+
 import numpy as np
 import simpy
 
 from rllmsim import parallel, pipeline
 from rllmsim.cost.base import CostModel
-from rllmsim.cost.data_parallel import INTER_NODE_GBPS, INTER_NODE_LATENCY_S
-from rllmsim.cost.roofline import RooflineParams
 from rllmsim.deployment import Deployment
+from rllmsim.engine.links import link
 from rllmsim.engine.pipeline_scheduler import MicroBatch, PipelineScheduler
 from rllmsim.engine.replica import EngineCore, FinishCallback, apply_steps
 from rllmsim.errors import ConfigError
 from rllmsim.metrics.histogram import LogHistogram
 from rllmsim.metrics.timeline import TimelineRecorder
-
-GIGA = 1e9
 
 
 class StageLinks:
@@ -44,20 +42,14 @@ class StageLinks:
     Stage j runs on GPUs j x tp .. (j + 1) x tp - 1 of the replica; a boundary inside one NVLink
     domain crosses the GPU's interconnect, one between domains the network. vLLM sends each TP
     rank's slice of the tensors and all-gathers them on the receiving stage, so each GPU's link
-    carries 1/tp of the bytes; each crossing also pays one collective's fixed cost (the same
-    assumptions as the roofline's all-reduce and the data-parallel exchange)."""
+    carries 1/tp of the bytes; each crossing also pays one copy's fixed cost (`links.py`)."""
 
     def __init__(self, dep: Deployment) -> None:
-        params, tp, domain = RooflineParams(), dep.tp, parallel.nvlink_domain(dep)
-        pcie = dep.gpu.interconnect.startswith("pcie")
-        local = dep.gpu.interconnect_gbps * GIGA * (params.pcie_interconnect_efficiency if pcie
-                                                     else params.interconnect_efficiency)
-        network = INTER_NODE_GBPS * GIGA * params.interconnect_efficiency
+        tp, domain = dep.tp, parallel.nvlink_domain(dep)
         self.bytes_per_token = pipeline.activation_bytes_per_token(dep) / tp
-        self.links: list[tuple[float, float]] = []  # (bytes per second, fixed seconds) per boundary
-        for j in range(dep.pipeline_parallel_size - 1):
-            crosses = (j * tp) // domain != ((j + 1) * tp) // domain or tp > domain
-            self.links.append((network, INTER_NODE_LATENCY_S) if crosses else (local, params.allreduce_latency_s))
+        # (bytes per second, fixed seconds) per boundary
+        self.links = [link(dep, (j * tp) // domain != ((j + 1) * tp) // domain or tp > domain)
+                      for j in range(dep.pipeline_parallel_size - 1)]
 
     def seconds(self, boundary: int, tokens: int) -> float:
         rate, fixed = self.links[boundary]

@@ -91,10 +91,10 @@ class Replica(EngineCore):
         self.process = env.process(self._run())
 
     def _wake_up(self) -> None:
-        """A request joined: wake the idle process, or cut its sleep short at the step in progress."""
-        if self._wake is not None and not self._wake.triggered:
-            self._wake.succeed()
-        elif self._sleeping:
+        """A request joined: wake the idle process, or cut its sleep short at the step in progress
+        (an idle process is never sleeping)."""
+        super()._wake_up()
+        if self._sleeping:
             self._sleeping = False
             self.process.interrupt()
 

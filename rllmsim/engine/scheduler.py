@@ -301,7 +301,8 @@ class Scheduler(DecodeRunPlanning):
             full = int(seq[FIELD_INDEX["computed"]]) // self.pool.block_size
             self.pool.keep_released(_own_group(rid), min(full, blocks))
         if self.cpu_tier is not None:
-            self.cpu_tier.offload([_own_group(rid)], [int(self.ledger.prompt[rid])], [int(seq[FIELD_INDEX["computed"]])])
+            self.cpu_tier.offload([_own_group(rid)], [int(self.ledger.prompt[rid])],
+                                  [int(seq[FIELD_INDEX["computed"]])])
         generated = int(seq[FIELD_INDEX["generated"]])
         self.ledger.generated[rid] = generated
         self.ledger.preemptions[rid] += 1
@@ -324,9 +325,8 @@ class Scheduler(DecodeRunPlanning):
             head = self._head_admission(budget)
             if head is None or head.required > pool.free:
                 break
-            tokens, generated, group, prefix_blocks, hit_blocks, take, need, window, _, loaded = head
-            migrated = self.staged.pop(rid, None) if self.staged else None
-            hit = migrated if migrated is not None else (hit_blocks + loaded) * pool.block_size
+            tokens, generated, group, prefix_blocks, hit_blocks, take, need, window, _, loaded, hit = head
+            migrated = bool(self.staged) and self.staged.pop(rid, None) is not None
             if hit_blocks:
                 pool.reference(group)
             pool.take(need + window)
@@ -336,10 +336,10 @@ class Scheduler(DecodeRunPlanning):
             publish = prefix_blocks if prefix_blocks > hit_blocks else 0  # a longer prefix extends the group's
             batch.append(rid, tokens, hit, generated, int(ledger.target[rid]), need,
                          int(ledger.accept_rate[rid]), group, hit_blocks, publish, window)
-            if cfg.enable_prefix_caching and migrated is None:
+            if cfg.enable_prefix_caching and not migrated:
                 self.prefix_query_tokens += tokens
                 self.prefix_hit_tokens += hit_blocks * pool.block_size
-            if self.cpu_tier is not None and not hit_blocks and migrated is None:
+            if self.cpu_tier is not None and not hit_blocks and not migrated:
                 self.cpu_tier.record_query(tokens, loaded)
                 self._loaded_blocks += loaded
             if ledger.first_scheduled[rid] != ledger.first_scheduled[rid]:  # NaN: never scheduled
@@ -356,12 +356,13 @@ class Scheduler(DecodeRunPlanning):
         rid = self.waiting[0]
         generated = int(ledger.generated[rid])
         tokens = int(ledger.prompt[rid]) + generated
-        group, prefix_blocks, hit_blocks = self._prefix_lookup(rid, tokens)
-        loaded = (self.cpu_tier.give_back(_own_group(rid), group, tokens, prefix_blocks)
-                  if self.cpu_tier is not None and not hit_blocks else 0)
-        hit = (hit_blocks + loaded) * pool.block_size
         if self.staged and rid in self.staged:  # migrated in: its KV is here, in private blocks
             group, prefix_blocks, hit_blocks, loaded, hit = -1, 0, 0, 0, self.staged[rid]
+        else:
+            group, prefix_blocks, hit_blocks = self._prefix_lookup(rid, tokens)
+            loaded = (self.cpu_tier.give_back(_own_group(rid), group, tokens, prefix_blocks)
+                      if self.cpu_tier is not None and not hit_blocks else 0)
+            hit = (hit_blocks + loaded) * pool.block_size
         if not cfg.enable_chunked_prefill and tokens - hit > budget:
             return None
         take = min(tokens - hit, budget)
@@ -374,7 +375,8 @@ class Scheduler(DecodeRunPlanning):
         else:
             reserve = need + window
         required = reserve + (pool.reference_cost(group) if hit_blocks else 0)
-        return HeadAdmission(tokens, generated, group, prefix_blocks, hit_blocks, take, need, window, required, loaded)
+        return HeadAdmission(tokens, generated, group, prefix_blocks, hit_blocks, take, need, window, required, loaded,
+                             hit)
 
     def _load_seconds(self) -> float:
         """Seconds the step being scheduled spends loading KV from the CPU tier."""

@@ -54,8 +54,9 @@ class StepPlan:
 class HeadAdmission(NamedTuple):
     """Admitting the waiting head: its known tokens and output so far, its prefix group, prefix
     blocks and cache hit, the tokens it is scheduled, the blocks they take (full attention, then
-    sliding windows), the free blocks the admission gate requires, and the blocks it loads from
-    the CPU tier (computed without a GPU cache hit)."""
+    sliding windows), the free blocks the admission gate requires, the blocks it loads from the
+    CPU tier (computed without a GPU cache hit), and the tokens whose KV it finds present (cache
+    hit, CPU load, or the KV a migration brought)."""
 
     tokens: int
     generated: int
@@ -67,3 +68,4 @@ class HeadAdmission(NamedTuple):
     window: int
     required: int
     loaded: int
+    hit: int
