@@ -255,14 +255,18 @@ class Scheduler(DecodeRunPlanning):
             grow = need + window - batch.window
         sched = np.zeros(len(batch), dtype=np.int64)
         preempted = done = 0
-        for blocks in grow[:int(np.count_nonzero(before < budget))].tolist():
+        limit = int(np.count_nonzero(before < budget))
+        while done < min(limit, len(batch)):
+            done += self._take_while_free(grow[done:min(limit, len(batch))])
+            if done >= min(limit, len(batch)):
+                break
+            blocks = int(grow[done])  # sequence `done` needs more than is free: preempt the newest
             while blocks > pool.free and done < len(batch):
                 self._preempt_newest()
                 preempted += 1
             if done >= len(batch):
                 break
-            if blocks:  # most decodes need no new block
-                pool.change(blocks)
+            pool.change(blocks)
             done += 1
         batch.blocks[:done] += need[:done]
         if self.hybrid_kv:
@@ -270,6 +274,22 @@ class Scheduler(DecodeRunPlanning):
         sched = sched[:len(batch)]
         sched[:done] = takes[:done]
         return sched, preempted
+
+    def _take_while_free(self, grow: np.ndarray) -> int:
+        """Allocate the blocks of the leading sequences of `grow` that fit in the free blocks as
+        they are, one after another; returns how many did. The walk one sequence at a time found
+        the same (sequence k fits iff the first k changes sum to at most what was free), and one
+        allocation of their sum evicts the same cached prefixes as their separate allocations
+        (a release in between would not: then each change is applied in turn)."""
+        total = np.add.accumulate(grow)
+        fit = int(np.count_nonzero(np.minimum.accumulate(total <= self.pool.free)))
+        if fit:
+            if (grow[:fit] >= 0).all():
+                self.pool.change(int(total[fit - 1]))
+            else:
+                for blocks in grow[:fit][grow[:fit] != 0].tolist():
+                    self.pool.change(blocks)
+        return fit
 
     def release_sequence(self, index: int) -> None:
         """Take running sequence `index` out of the batch with its blocks (a migration moving it
