@@ -1,13 +1,14 @@
-"""The README's plan example, before and after the first bracket: wall time, probes, the answer.
+"""The README's plan example, before and after a change to the search: wall time, probes, the answer.
 
-    python benchmarks/bench_plan.py [--base REV] [--doubling] [--repeat N] [--workers N]
+    python benchmarks/bench_plan.py [--base REV] [--all] [--doubling] [--repeat N] [--workers N]
 
-"before" is the source tree of `--base` (default cb2b90a, the last commit whose search doubled
-from --start-rate), unpacked with `git archive` into a temporary folder; "after" is this working
-tree. They run back to back in one invocation, alternating `--repeat` times, each in its own
-Python process with the same `--workers`; each tree's fastest run is kept, the one least slowed
-by whatever else shares the machine (the seconds of every run are printed too). `--doubling`
-adds this tree with `first_bracket=False` (sizing points and probe reuse without the estimate).
+"before" is the source tree of `--base` (default 00f57f5, the last commit that searched every
+candidate to the tolerance), unpacked with `git archive` into a temporary folder; "after" is this
+working tree. They run back to back in one invocation, alternating `--repeat` times, each in its
+own Python process with the same `--workers`; each tree's fastest run is kept, the one least
+slowed by whatever else shares the machine (the seconds of every run are printed too). `--all`
+adds this tree with `search="all"` (every candidate searched fully); `--doubling` adds it with
+`first_bracket=False` (sizing points and probe reuse without the estimate).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-BASE = "cb2b90a"
+BASE = "00f57f5"
 EXAMPLE = dict(model="deepseek-r1-distill-qwen-32b", dataset="math-500", rate=20.0,
                gpus="h100-sxm,h200,b200,a100-80gb", tp="1,2,4,8", slo=["ttft_p99=10s", "tpot_p99=80ms"])
 
@@ -59,6 +60,7 @@ def unpack(rev: str, into: Path) -> Path:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--base", default=BASE, help="The revision measured as 'before'.")
+    parser.add_argument("--all", dest="search_all", action="store_true", help="Also run this tree with search='all'.")
     parser.add_argument("--doubling", action="store_true", help="Also run this tree with first_bracket=False.")
     parser.add_argument("--repeat", type=int, default=1, help="Runs of each tree, alternating; the fastest is kept.")
     parser.add_argument("--workers", type=int, default=None, help="Candidates in parallel (default: CPU count).")
@@ -67,6 +69,8 @@ def main() -> None:
     runs: dict[str, list[dict]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         trees = {f"before ({args.base})": (unpack(args.base, Path(tmp)), options), "after": (ROOT, options)}
+        if args.search_all:
+            trees["after, --search all"] = (ROOT, {**options, "search": "all"})
         if args.doubling:
             trees["after, --no-first-bracket"] = (ROOT, {**options, "first_bracket": False})
         for _ in range(args.repeat):

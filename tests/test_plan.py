@@ -16,7 +16,8 @@ from rllmsim.deployment import Deployment
 from rllmsim.errors import ConfigError
 from rllmsim.specs import load_gpu, load_model
 from rllmsim.sweep.executors import InlineExecutor
-from rllmsim.sweep.plan import Candidate, PlanSettings, bisect_rate, candidates_from, pareto_front, run_plan
+from rllmsim.sweep.plan import Candidate, PlanSettings, bisect_rate, candidates_from, run_plan
+from rllmsim.sweep.plan_result import pareto_front
 from rllmsim.sweep.search import sizing_points
 from rllmsim.sweep.probe import ProbeSpec, _allowed_over, run_probe
 from rllmsim.sweep.slo import SLO, parse_duration, parse_slo, parse_slos
@@ -130,7 +131,7 @@ def test_early_stop_never_changes_a_verdict():
 # -- the plan --------------------------------------------------------------------------------------------
 
 def test_plan_finds_the_cheapest_deployment_and_the_front():
-    settings = small_settings()
+    settings = small_settings(search="all")
     candidates = candidates_from(["l4", "a100-80gb"], [1, 2], [None], ["auto"], [None])
     assert [c.label for c in candidates] == ["l4 tp1", "l4 tp2", "a100-80gb tp1", "a100-80gb tp2"]
     result = run_plan(settings, candidates, InlineExecutor())
@@ -155,7 +156,7 @@ def test_plan_finds_the_cheapest_deployment_and_the_front():
 
 
 def test_fixed_replica_candidates_and_infeasible_ones():
-    settings = small_settings(target_rate=3.0)
+    settings = small_settings(target_rate=3.0, search="all")
     candidates = [Candidate("a100-80gb", 1, None, "auto", 1), Candidate("a100-80gb", 1, None, "auto", 2),
                   Candidate("rtx-4090", 1, None, "auto", None)]
     rows = {r["label"]: r for r in run_plan(small_settings(model="deepseek-r1-distill-llama-70b",
@@ -193,7 +194,10 @@ def test_plan_command_prints_the_ranking_and_writes_the_plan(tmp_path):
     assert plan["kind"] == "plan" and plan["cheapest"]["label"] in out
     candidates = pd.read_parquet(tmp_path / "plan" / "candidates.parquet")
     probes = pd.read_parquet(tmp_path / "plan" / "probes.parquet")
-    assert set(candidates["label"]) == {"l4 tp1", "a100-80gb tp1"} and len(probes) >= 4
+    assert set(candidates["label"]) == {"l4 tp1", "a100-80gb tp1"} and set(probes["label"]) == set(candidates["label"])
+    # the default search stops l4 after one probe: at 4 req/s / 2, what two L4s (cheaper than one A100) need
+    assert "Cannot be cheaper, so not searched further" in out
+    assert "l4 tp1                       one replica misses" in out and "(target / 2)" in out
     header = next(line for line in out.splitlines() if line.lstrip().startswith("#"))
     assert "KV peak" in header and "preempt" in header and "stragglers" in header
     meets = candidates[candidates["meets_target"].fillna(False).astype(bool)]
@@ -274,7 +278,8 @@ def test_first_bracket_contains_the_doubling_searchs_answer_and_picks_the_same_d
     from rllmsim.sweep.plan import search_candidate
 
     candidates = candidates_from(["l4", "a100-80gb"], [1], [None], ["auto"], [None])
-    plans = {flag: run_plan(small_settings(first_bracket=flag), candidates, InlineExecutor()) for flag in (True, False)}
+    plans = {flag: run_plan(small_settings(first_bracket=flag, search="all"), candidates, InlineExecutor())
+             for flag in (True, False)}
     for guessed, doubled in zip(plans[True].rows, plans[False].rows):
         assert guessed["label"] == doubled["label"] and guessed["replicas"] == doubled["replicas"]
         assert 2 / 3 <= guessed["rate_estimate"] / doubled["max_rate"] <= 1.5  # the guess lands near the answer
@@ -284,7 +289,8 @@ def test_first_bracket_contains_the_doubling_searchs_answer_and_picks_the_same_d
     assert sum(len(r["probes"]) for r in plans[True].rows) < sum(len(r["probes"]) for r in plans[False].rows)
     assert plans[True].cheapest["label"] == plans[False].cheapest["label"]
     assert plans[True].cheapest["replicas"] == plans[False].cheapest["replicas"]
-    row = search_candidate({"settings": small_settings().to_dict(), "candidate": dataclasses.asdict(candidates[1])})
+    row = search_candidate({"settings": small_settings(search="all").to_dict(),
+                            "candidate": dataclasses.asdict(candidates[1])})
     assert row == {**plans[True].rows[1], "wall_s": row["wall_s"], "probes": row["probes"]}  # same seed, same result
     with pytest.raises(ConfigError, match="first_bracket must be True or False"):
         small_settings(first_bracket="no")

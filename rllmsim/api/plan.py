@@ -22,7 +22,8 @@ from rllmsim.engine.router import parse_router
 from rllmsim.errors import ConfigError
 from rllmsim.specs import load_model
 from rllmsim.sweep.executors import default_workers, make_executor
-from rllmsim.sweep.plan import Candidate, PlanResult, PlanSettings, candidates_from, run_plan
+from rllmsim.sweep.plan import Candidate, PlanSettings, candidates_from, run_plan
+from rllmsim.sweep.plan_result import PlanResult
 from rllmsim.sweep.plan_output import candidates_frame, format_plan, probes_frame, write_plan
 from rllmsim.sweep.slo import parse_slos
 
@@ -30,8 +31,8 @@ DEFAULT_GPUS = "h100-sxm,h200,b200,a100-80gb"
 OWN_KEYWORDS = ("slo", "model", "gpus", "tp", "quantization", "kv_cache_dtype", "replicas", "max_num_seqs",
                 "max_num_batched_tokens", "max_model_len", "gpu_memory_utilization", "block_size",
                 "enable_chunked_prefill", "router", "duration_s", "min_requests", "max_requests", "warmup",
-                "tolerance", "max_probes", "start_rate", "first_bracket", "pareto_metric", "verify", "seed", "seeds",
-                "workers", "ray", "ray_address")
+                "tolerance", "max_probes", "start_rate", "first_bracket", "search", "pareto_metric", "verify", "seed",
+                "seeds", "workers", "ray", "ray_address")
 
 Grid = str | int | Iterable[Any]
 
@@ -123,6 +124,7 @@ def prepare(*, slo: str | Iterable[str], model: str = DEFAULT_MODEL, gpus: Grid 
             max_requests: int = PlanSettings.max_requests, warmup: float = PlanSettings.warmup,
             tolerance: float = PlanSettings.rel_tol, max_probes: int = PlanSettings.max_probes,
             start_rate: float = PlanSettings.start_rate, first_bracket: bool = PlanSettings.first_bracket,
+            search: str = PlanSettings.search,
             pareto_metric: str = PlanSettings.pareto_metric,
             verify: bool = False, seed: int = 0, seeds: Grid | None = None, workers: int | None = None,
             ray: bool = False, ray_address: str | None = None, **workload: Any) -> PlanSetup:
@@ -130,7 +132,8 @@ def prepare(*, slo: str | Iterable[str], model: str = DEFAULT_MODEL, gpus: Grid 
     keywords of `simulate`, `rate` the target; `num_requests`, when given, fixes the requests per
     probe (`min_requests` = `max_requests`). `seeds` ("0,1,2", or a list) searches every candidate
     under each seed's traffic and sizes it by the worst (instead of `seed` alone). `first_bracket`:
-    start each search at the cost model's estimate of the rate (False: at `start_rate`, doubling)."""
+    start each search at the cost model's estimate of the rate (False: at `start_rate`, doubling).
+    `search`: "cheapest" (branch and bound, `rllmsim.sweep.dominance`) or "all" (every candidate fully)."""
     all_seeds = _ints(seeds, "--seeds") if seeds is not None else [seed]
     if seeds is not None and seed != 0:
         raise ConfigError("give --seed or --seeds, not both (--seeds 0,1,2 searches under each)")
@@ -158,7 +161,7 @@ def prepare(*, slo: str | Iterable[str], model: str = DEFAULT_MODEL, gpus: Grid 
                             engine=engine, router=router, duration_s=duration_s, min_requests=min_requests,
                             max_requests=max_requests, warmup=warmup, seed=seed,
                             more_seeds=tuple(all_seeds[1:]), rel_tol=tolerance,
-                            max_probes=max_probes, start_rate=start_rate, first_bracket=first_bracket,
+                            max_probes=max_probes, start_rate=start_rate, first_bracket=first_bracket, search=search,
                             pareto_metric=pareto_metric,
                             verify=verify)
     candidates = candidates_from(_split(gpus), _ints(tp, "--tp"), _split(quantization), _split(kv_cache_dtype),

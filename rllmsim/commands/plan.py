@@ -15,6 +15,7 @@ from rllmsim.api.plan import DEFAULT_GPUS, prepare
 from rllmsim.commands.multi_value import MultiValueOption
 from rllmsim.commands.options import DEFAULT_MODEL, RouterSpec, workload_options
 from rllmsim.engine.router import ROUTERS
+from rllmsim.sweep.plan import SEARCH_MODES
 
 @click.command("plan")
 @click.option("--model", default=DEFAULT_MODEL, show_default=True, help="Catalog name, HF id, or a config.json.")
@@ -53,6 +54,10 @@ from rllmsim.engine.router import ROUTERS
 @click.option("--first-bracket/--no-first-bracket", default=True, show_default=True,
               help="Start each search at the cost model's estimate of its rate (probes decide every "
               "reported rate); off: at --start-rate, doubling.")
+@click.option("--search", type=click.Choice(SEARCH_MODES), default="cheapest", show_default=True,
+              help="cheapest: once a deployment serves the target, stop each other candidate after one probe "
+              "shows it needs more than that $/hour (docs/capacity_planning.md); all: search every candidate "
+              "to the tolerance (each one's rate, and the full Pareto front).")
 @click.option("--pareto-metric", default="e2el_p99", show_default=True, help="Latency axis of the Pareto front.")
 @click.option("--verify", is_flag=True, help="Also simulate each auto-sized deployment whole at the target rate.")
 @click.option("--seed", type=int, default=0, show_default=True)
@@ -64,8 +69,8 @@ from rllmsim.engine.router import ROUTERS
 @click.option("--out", "out_dir", default=None, type=click.Path(file_okay=False),
               help="Write plan.json, candidates.parquet and probes.parquet here.")
 def command(model, gpus, tps, quantizations, kv_dtypes, replicas, router, slos, duration_s, min_requests,
-            max_requests, warmup, rel_tol, max_probes, start_rate, first_bracket, pareto_metric, verify, seed, seeds,
-            workers, use_ray, ray_address, out_dir, **opts) -> None:
+            max_requests, warmup, rel_tol, max_probes, start_rate, first_bracket, search, pareto_metric, verify, seed,
+            seeds, workers, use_ray, ray_address, out_dir, **opts) -> None:
     """Find, per candidate deployment, the highest rate it sustains within the SLOs (bisection),
     and the cheapest deployment for the target --rate, with $/hour and $ per million output tokens.
 
@@ -79,7 +84,8 @@ def command(model, gpus, tps, quantizations, kv_dtypes, replicas, router, slos, 
     setup = prepare(slo=slos, model=model, gpus=gpus, tp=tps, quantization=quantizations, kv_cache_dtype=kv_dtypes,
                     replicas=replicas, router=router, duration_s=duration_s, min_requests=min_requests,
                     max_requests=max_requests, warmup=warmup, tolerance=rel_tol, max_probes=max_probes,
-                    start_rate=start_rate, first_bracket=first_bracket, pareto_metric=pareto_metric, verify=verify,
+                    start_rate=start_rate, first_bracket=first_bracket, search=search, pareto_metric=pareto_metric,
+                    verify=verify,
                     seed=seed, seeds=seeds, workers=workers, ray=use_ray, ray_address=ray_address, **given)
     if out_dir:
         checks.writable_dir(out_dir)

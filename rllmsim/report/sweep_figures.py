@@ -11,7 +11,7 @@ from plotly.subplots import make_subplots
 
 from rllmsim.report.html import Section, table_html
 from rllmsim.report.run_figures import COLORS
-from rllmsim.sweep.plan import pareto_front
+from rllmsim.sweep.plan_result import pareto_front
 
 #: (results column, title, scale to the shown unit): latencies in seconds on disk, ms on the page.
 CURVES = (("ttft_s_p99", "TTFT p99 (ms)", 1e3), ("tpot_s_p99", "TPOT p99 (ms)", 1e3),

@@ -11,6 +11,7 @@ Stopping early (Ctrl-C, or the caller leaving the loop) cancels what has not sta
 
 from __future__ import annotations
 
+import importlib
 import multiprocessing
 import os
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
@@ -27,6 +28,10 @@ class Executor(Protocol):
     name: str
 
     def imap_unordered(self, fn: Callable[[Any], Any], items: Sequence[Any]) -> Iterator[Result]:
+        ...
+
+    def start(self, module: str) -> None:
+        """Get workers ready to run functions of `module` while the caller prepares their tasks."""
         ...
 
     def close(self) -> None:
@@ -65,12 +70,17 @@ class InlineExecutor:
                 result = err
             yield index, result
 
+    def start(self, module: str) -> None:
+        pass
+
     def close(self) -> None:
         pass
 
 
 class LocalExecutor:
-    """A pool of `workers` processes (spawned, so nothing of the parent's state leaks in)."""
+    """A pool of `workers` processes (spawned, so nothing of the parent's state leaks in), started
+    on the first call and kept until `close()`: a plan's two waves share it, and its workers'
+    cost-model caches."""
 
     name = "local"
 
@@ -78,29 +88,45 @@ class LocalExecutor:
         if workers < 1:
             raise ConfigError(f"--workers must be >= 1, got {workers}")
         self.workers = workers
+        self._pool: ProcessPoolExecutor | None = None
+
+    def start(self, module: str) -> None:
+        """Spawn every worker now, each importing `module` (a second or two of imports that
+        then overlaps the caller's own work)."""
+        pool = self._started()
+        for _ in range(self.workers):
+            pool.submit(importlib.import_module, module)
+
+    def _started(self) -> ProcessPoolExecutor:
+        if self._pool is None:
+            self._pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=multiprocessing.get_context("spawn"),
+                                             initializer=die_with_parent, initargs=(os.getpid(),))
+        return self._pool
 
     def imap_unordered(self, fn: Callable[[Any], Any], items: Sequence[Any]) -> Iterator[Result]:
         if not items:
             return
-        pool = ProcessPoolExecutor(max_workers=min(self.workers, len(items)),
-                                   mp_context=multiprocessing.get_context("spawn"),
-                                   initializer=die_with_parent, initargs=(os.getpid(),))
+        pool = self._started()
+        pending = {pool.submit(fn, item): index for index, item in enumerate(items)}
         try:
-            pending = {pool.submit(fn, item): index for index, item in enumerate(items)}
             while pending:
                 done, _ = wait(pending, return_when=FIRST_COMPLETED)
                 for future in done:
                     index = pending.pop(future)
                     error = future.exception()
                     if isinstance(error, BrokenProcessPool):
+                        self.close()
                         raise RuntimeError("a worker process died (out of memory?); finished runs are saved, "
                                            "re-run the same command to resume") from error
                     yield index, error if error is not None else future.result()
         finally:
-            pool.shutdown(wait=True, cancel_futures=True)
+            for future in pending:
+                future.cancel()
 
     def close(self) -> None:
-        pass
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
 
 
 class RayExecutor:
@@ -143,6 +169,9 @@ class RayExecutor:
         finally:
             for ref in pending:
                 ray.cancel(ref, force=True)
+
+    def start(self, module: str) -> None:
+        pass  # Ray starts its workers with the instance
 
     def close(self) -> None:
         if self._owns and self._ray.is_initialized():

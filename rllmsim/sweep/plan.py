@@ -26,8 +26,6 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Mapping
 
-import numpy as np
-
 from rllmsim.cost.base import CostModel
 from rllmsim.cost.select import cost_model_for
 from rllmsim.deployment import Deployment
@@ -36,12 +34,16 @@ from rllmsim.fidelity import fidelity
 from rllmsim.simulation import WorkloadSpec
 from rllmsim.specs import load_gpu, load_model
 from rllmsim.sweep.bracket import estimate_rate, workload_lengths
+from rllmsim.sweep.dominance import bound_check, estimated_cost, first_wave, incumbent
 from rllmsim.sweep.executors import Executor, InlineExecutor
+from rllmsim.sweep.plan_result import PlanResult
 from rllmsim.sweep.pricing import usd_per_million_tokens
 from rllmsim.sweep.probe import REPORTED, ProbeSpec, run_probe
 from rllmsim.sweep.search import bisect_rate
 from rllmsim.sweep.slo import SLO
 
+#: --search: "cheapest" searches fully only candidates that can still be the cheapest; "all", every one
+SEARCH_MODES = ("cheapest", "all")
 ENGINE_FIELDS = ("max_num_seqs", "max_num_batched_tokens", "max_model_len", "gpu_memory_utilization",
                  "block_size", "enable_chunked_prefill", "num_gpu_blocks_override")
 
@@ -92,6 +94,7 @@ class PlanSettings:
     pareto_metric: str = "e2el_p99"
     verify: bool = False
     first_bracket: bool = True  # start at the cost model's guess; False: at start_rate, doubling
+    search: str = "cheapest"  # "cheapest": branch and bound (rllmsim.sweep.dominance); "all": every candidate fully
 
     def __post_init__(self) -> None:
         if not self.slos:
@@ -111,6 +114,8 @@ class PlanSettings:
             raise ConfigError(f"--max-probes must be >= 2, got {self.max_probes}")
         if not isinstance(self.first_bracket, bool):
             raise ConfigError(f"first_bracket must be True or False (--[no-]first-bracket), got {self.first_bracket!r}")
+        if self.search not in SEARCH_MODES:
+            raise ConfigError(f"--search must be one of {', '.join(SEARCH_MODES)}, got {self.search!r}")
         if not self.start_rate > 0:
             raise ConfigError(f"--start-rate must be > 0, got {self.start_rate}")
         if self.workload.get("arrival", "gamma") not in ("poisson", "gamma", "constant"):
@@ -184,10 +189,22 @@ def search_candidate(task: Mapping[str, Any]) -> dict[str, Any]:
     price = unit.gpu.price_per_gpu_hour_usd
     row["price_per_gpu_hour_usd"] = price
     cap = settings.target_rate  # nothing is gained by searching past the target
-    guess = first_guess(settings, unit, cost) if settings.first_bracket else None
+    guess = (task["rate_estimate"] if "rate_estimate" in task else first_guess(settings, unit, cost)) \
+        if settings.first_bracket else None
     row["rate_estimate"] = guess if guess is not None else float("nan")
+    known: list[dict[str, Any]] = list(task.get("known_probes", ()))  # run for it already: reused, not re-run
+    bound: list[dict[str, Any]] = []
+    if task.get("incumbent_usd_h") is not None:
+        dominated, bound = bound_check(settings.probe_spec, unit, settings.target_rate, task["incumbent_usd_h"],
+                                       candidate.tp * price, candidate.replicas, known)
+        if dominated is not None:
+            row.update(status="dominated", meets_target=False, max_rate=float("nan"), probes=bound,
+                       wall_s=time.perf_counter() - started, **dominated)
+            return row
     best, fail, probes, spec = _search_every_seed(settings, unit, cap, guess,
-                                                  settings.target_rate if candidate.replicas is None else None)
+                                                  settings.target_rate if candidate.replicas is None else None,
+                                                  known + bound)
+    probes[:0] = [p for p in bound if all(p is not q for q in probes)]  # the bound's pass, off the search's path
     by_seed = {p["seed"]: p["rate"] for p in probes if p.get("best_of_seed")}
     row["max_rate_by_seed"] = ", ".join(f"{seed}: {by_seed.get(seed, 0.0):.4g}" for seed in settings.seeds)
     row["max_rate_seed_spread_pct"] = (100.0 * (max(by_seed.values()) / min(by_seed.values()) - 1)
@@ -267,18 +284,25 @@ def _already_probed(probes: list[dict[str, Any]], seed: int, rate: float) -> dic
 
 
 def _search_every_seed(settings: PlanSettings, unit: Deployment, cap: float, guess: float | None,
-                       sizing_target: float | None):
+                       sizing_target: float | None, known: list[dict[str, Any]]):
     """Search the candidate's rate under every seed; the worst seed's result sizes it (a rate one
     seed's traffic sustains and another's does not is not sustainable). The first seed starts at
     `guess` (None: at start_rate, doubling), each later one at the previous seed's answer.
     Returns the worst seed's best and failing rate, every probe (each tagged with its seed; each
-    seed's best marked), and that seed's probe spec for the probes at the target."""
+    seed's best marked), and that seed's probe spec for the probes at the target. `known`: probes of this
+    candidate already run (the bound's, an earlier search's), returned again instead of simulated
+    twice."""
     worst: tuple[dict[str, Any] | None, float | None, ProbeSpec] | None = None
     probes: list[dict[str, Any]] = []
     for seed in settings.seeds:
         spec = settings.probe_spec_for(seed)
         start = guess if guess is not None else settings.start_rate * unit.replicas
-        best, fail, tried = bisect_rate(lambda r: run_probe(spec, unit, r), start, cap, settings.rel_tol,
+
+        def evaluate(rate: float, spec: ProbeSpec = spec) -> dict[str, Any]:
+            done = _already_probed(known, spec.seed, rate)
+            return done if done is not None else run_probe(spec, unit, rate)
+
+        best, fail, tried = bisect_rate(evaluate, start, cap, settings.rel_tol,
                                         settings.max_probes, settings.min_rate, guessed=guess is not None,
                                         sizing_target=sizing_target)
         for p in tried:
@@ -295,44 +319,6 @@ def _search_every_seed(settings: PlanSettings, unit: Deployment, cap: float, gue
 
 # -- the whole plan --------------------------------------------------------------------------------
 
-@dataclass
-class PlanResult:
-    settings: PlanSettings
-    rows: list[dict[str, Any]]
-
-    @property
-    def ranked(self) -> list[dict[str, Any]]:
-        """Candidates meeting the target, cheapest first (ties: lower latency)."""
-        metric = f"at_target_{self.settings.pareto_metric}"
-        ok = [r for r in self.rows if r.get("meets_target")]
-        return sorted(ok, key=lambda r: (r["cost_per_hour_usd"], r.get(metric, math.inf), r["label"]))
-
-    @property
-    def cheapest(self) -> dict[str, Any] | None:
-        ranked = self.ranked
-        return ranked[0] if ranked else None
-
-    @property
-    def pareto(self) -> list[dict[str, Any]]:
-        return pareto_front(self.ranked, "cost_per_hour_usd", f"at_target_{self.settings.pareto_metric}")
-
-    @property
-    def missing(self) -> list[dict[str, Any]]:
-        return [r for r in self.rows if not r.get("meets_target")]
-
-
-def pareto_front(rows: Iterable[Mapping[str, Any]], cost: str, latency: str) -> list[dict[str, Any]]:
-    """Rows no other row beats on both cost and latency (lower is better), cheapest first."""
-    points = sorted((r for r in rows if np.isfinite(r.get(latency, np.nan))),
-                    key=lambda r: (r[cost], r[latency]))
-    front, best = [], math.inf
-    for row in points:
-        if row[latency] < best:
-            front.append(dict(row))
-            best = row[latency]
-    return front
-
-
 def candidates_from(gpus: Iterable[str], tps: Iterable[int], quantizations: Iterable[str | None],
                     kv_dtypes: Iterable[str], replicas: Iterable[int | None]) -> list[Candidate]:
     out = []
@@ -348,20 +334,83 @@ def candidates_from(gpus: Iterable[str], tps: Iterable[int], quantizations: Iter
 
 def run_plan(settings: PlanSettings, candidates: list[Candidate], executor: Executor | None = None,
              on_result: Callable[[dict[str, Any]], None] | None = None) -> PlanResult:
+    """Search the candidates: every one fully (`search="all"`), or bounded by the cheapest of the
+    first wave (`"cheapest"`, `rllmsim.sweep.dominance`). `on_result` is called once per candidate
+    as its search ends, for progress; a second wave run again replaces those rows in the result.
+
+    The second wave does not wait for the first: it starts with the bound the first wave's
+    estimate predicts, so both keep every worker busy. A row depends only on its candidate and
+    its bound, so when the first wave's cheapest costs what was predicted (the usual case) those
+    rows are the ones a wait would have given; otherwise the second wave runs again with the real
+    bound, reusing every probe already simulated."""
     if not candidates:
         raise ConfigError("plan: no candidate deployments; give --gpus and --tp")
     load_model(settings.model)  # an unknown model is one error, not one per candidate
+    executor = executor or InlineExecutor()
+    rows: list[dict[str, Any] | None] = [None] * len(candidates)
+    if settings.search == "all":
+        _run_wave(candidates, [_search_task(settings, candidates, i) for i in range(len(candidates))],
+                  executor, rows, on_result)
+        return PlanResult(settings, [r for r in rows if r is not None])
+    executor.start(__name__)  # workers import while the estimates below are computed here
+    estimates = [_estimate(settings, c) for c in candidates]
+    costs = [estimated_cost(settings.target_rate, c.replicas, rate, usd) for c, (rate, usd) in zip(candidates, estimates)]
+    first = first_wave(costs)
+    rest = [i for i in range(len(candidates)) if i not in set(first)]
+    guess = {i: rate for i, (rate, _) in enumerate(estimates)}
+    predicted = min(costs[i] for i in first) if first else None
+    tasks = [_search_task(settings, candidates, i, guess[i]) for i in first]
+    tasks += [_search_task(settings, candidates, i, guess[i], predicted) for i in rest]
+    _run_wave(candidates, tasks, executor, rows, on_result)
+    bound = incumbent([rows[i] for i in first if rows[i] is not None])
+    if predicted is not None and (bound is None or not math.isclose(bound, predicted)):
+        known = {i: [_reusable(p) for p in rows[i].get("probes", [])] for i in rest if rows[i] is not None}
+        _run_wave(candidates, [_search_task(settings, candidates, i, guess[i], bound, known.get(i)) for i in rest],
+                  executor, rows, None)
+    return PlanResult(settings, [r for r in rows if r is not None])
+
+
+def _reusable(probe: dict[str, Any]) -> dict[str, Any]:
+    """A probe to hand to another search of the same candidate: its verdict and figures, without
+    the marks the first search gave it."""
+    return {k: v for k, v in probe.items() if k not in ("best_of_seed", "stage")}
+
+
+def _search_task(settings: PlanSettings, candidates: list[Candidate], index: int, guess: float | None | bool = False,
+                 bound: float | None = None, known: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """A search task; `guess` False: the worker computes the estimate itself."""
+    task: dict[str, Any] = {"index": index, "settings": settings.to_dict(),
+                            "candidate": dataclasses.asdict(candidates[index])}
+    if guess is not False:
+        task["rate_estimate"] = guess
+    if bound is not None:
+        task["incumbent_usd_h"] = bound
+    if known:
+        task["known_probes"] = known
+    return task
+
+
+def _estimate(settings: PlanSettings, candidate: Candidate) -> tuple[float | None, float]:
+    """(closed-form rate of the candidate's replicas, $/hour of one replica); (None, inf) where it
+    does not fit its GPU (its search then reports why)."""
+    try:
+        unit = build_candidate_deployment(settings, candidate, candidate.replicas or 1)
+    except ConfigError:
+        return None, math.inf
+    return first_guess(settings, unit, cost_model_for(unit)), candidate.tp * unit.gpu.price_per_gpu_hour_usd
+
+
+def _run_wave(candidates: list[Candidate], tasks: list[dict[str, Any]], executor: Executor,
+              rows: list[dict[str, Any] | None], on_result: Callable[[dict[str, Any]], None] | None) -> None:
+    """Run the search `tasks` on the executor into `rows`."""
     # widest TP first: those sustain the highest rates, so their probes simulate the most requests,
     # and a pool that starts them last waits on them at the end
-    order = sorted(range(len(candidates)), key=lambda i: -candidates[i].tp)
-    tasks = [{"settings": settings.to_dict(), "candidate": dataclasses.asdict(candidates[i])} for i in order]
-    rows: list[dict[str, Any] | None] = [None] * len(tasks)
-    for position, result in (executor or InlineExecutor()).imap_unordered(search_candidate, tasks):
-        index = order[position]
+    tasks = sorted(tasks, key=lambda t: -t["candidate"]["tp"])
+    for position, result in executor.imap_unordered(search_candidate, tasks):
+        index = tasks[position]["index"]
         if isinstance(result, BaseException):
             result = {"label": candidates[index].label, **dataclasses.asdict(candidates[index]),
                       "status": "error", "reason": f"{type(result).__name__}: {result}", "probes": []}
         rows[index] = result
         if on_result is not None:
             on_result(result)
-    return PlanResult(settings, [r for r in rows if r is not None])

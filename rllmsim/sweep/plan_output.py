@@ -18,7 +18,7 @@ import pandas as pd
 
 from rllmsim.rundir import write_json_atomic
 from rllmsim.specs import load_gpu
-from rllmsim.sweep.plan import PlanResult
+from rllmsim.sweep.plan_result import PlanResult
 
 PLAN_FILE = "plan.json"
 
@@ -78,6 +78,12 @@ def format_plan(result: PlanResult) -> str:
         lines.append("Do not make it:")
         for row in missing:
             lines.append(f"  {row['label']:<28} {row.get('status', '')}: {row.get('reason', '')}")
+    dominated = result.dominated
+    if dominated:
+        lines.append("")
+        lines.append("Cannot be cheaper, so not searched further (--search all searches every candidate):")
+        for row in dominated:
+            lines.append(f"  {row['label']:<28} {row.get('reason', '')}")
     lines.append("")
     cheapest = result.cheapest
     if cheapest:
@@ -91,7 +97,8 @@ def format_plan(result: PlanResult) -> str:
     if result.pareto:
         lines.append(f"Pareto front ($/hour vs {metric}): " + "  |  ".join(
             f"{r['replicas']} x {r['label']}: {_money(r['cost_per_hour_usd'])}/h, "
-            f"{format_ms(r.get(f'at_target_{metric}'))} ms" for r in result.pareto))
+            f"{format_ms(r.get(f'at_target_{metric}'))} ms" for r in result.pareto)
+            + (" (of the candidates searched; --search all for every one)" if dominated else ""))
     gpus = sorted({row["gpu"] for row in result.rows})
     lines.append("Prices (on-demand, per GPU-hour; check before deciding): " + "; ".join(_price(g) for g in gpus))
     short = [row["label"] for row in result.ranked
