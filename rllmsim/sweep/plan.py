@@ -26,6 +26,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Mapping
 
+import numpy as np
+
 from rllmsim.cost.base import CostModel
 from rllmsim.cost.select import cost_model_for
 from rllmsim.deployment import Deployment
@@ -271,9 +273,11 @@ def search_candidate(task: Mapping[str, Any]) -> dict[str, Any]:
     return row
 
 
-def first_guess(settings: PlanSettings, unit: Deployment, cost: CostModel) -> float | None:
-    """The closed-form sustainable rate of `unit` (all its replicas), where its search starts."""
-    prompt, output = workload_lengths(dict(settings.workload), settings.seed, unit.model.name)
+def first_guess(settings: PlanSettings, unit: Deployment, cost: CostModel,
+                lengths: tuple[np.ndarray, np.ndarray] | None = None) -> float | None:
+    """The closed-form sustainable rate of `unit` (all its replicas), where its search starts;
+    `lengths`: the probes' prompt and output lengths, if already drawn."""
+    prompt, output = lengths or workload_lengths(dict(settings.workload), settings.seed, unit.model.name)
     one = estimate_rate(unit, cost, prompt, output, settings.slos)
     return None if one is None else one * unit.replicas
 
@@ -349,11 +353,14 @@ def run_plan(settings: PlanSettings, candidates: list[Candidate], executor: Exec
     executor = executor or InlineExecutor()
     rows: list[dict[str, Any] | None] = [None] * len(candidates)
     if settings.search == "all":
-        _run_wave(candidates, [_search_task(settings, candidates, i) for i in range(len(candidates))],
-                  executor, rows, on_result)
+        # widest TP first: those sustain the highest rates, so their probes simulate the most
+        # requests, and a pool that starts them last waits on them at the end
+        tasks = [_search_task(settings, candidates, i) for i in range(len(candidates))]
+        _run_wave(candidates, sorted(tasks, key=lambda t: -t["candidate"]["tp"]), executor, rows, on_result)
         return PlanResult(settings, [r for r in rows if r is not None])
     executor.start(__name__)  # workers import while the estimates below are computed here
-    estimates = [_estimate(settings, c) for c in candidates]
+    lengths = workload_lengths(dict(settings.workload), settings.seed, load_model(settings.model).name)
+    estimates = [_estimate(settings, c, lengths) for c in candidates]
     costs = [estimated_cost(settings.target_rate, c.replicas, rate, usd) for c, (rate, usd) in zip(candidates, estimates)]
     first = first_wave(costs)
     rest = [i for i in range(len(candidates)) if i not in set(first)]
@@ -361,12 +368,16 @@ def run_plan(settings: PlanSettings, candidates: list[Candidate], executor: Exec
     predicted = min(costs[i] for i in first) if first else None
     tasks = [_search_task(settings, candidates, i, guess[i]) for i in first]
     tasks += [_search_task(settings, candidates, i, guess[i], predicted) for i in rest]
-    _run_wave(candidates, tasks, executor, rows, on_result)
+    # the longest first: wave one's full searches, then by estimated cost (the nearer a candidate
+    # comes to the bound, the likelier a full search, and the slower its bound probe is to fail)
+    rank = {i: -math.inf if i in first else _unrounded_cost(settings.target_rate, candidates[i], *estimates[i])
+            for i in range(len(candidates))}
+    _run_wave(candidates, sorted(tasks, key=lambda t: rank[t["index"]]), executor, rows, on_result)
     bound = incumbent([rows[i] for i in first if rows[i] is not None])
     if predicted is not None and (bound is None or not math.isclose(bound, predicted)):
         known = {i: [_reusable(p) for p in rows[i].get("probes", [])] for i in rest if rows[i] is not None}
-        _run_wave(candidates, [_search_task(settings, candidates, i, guess[i], bound, known.get(i)) for i in rest],
-                  executor, rows, None)
+        again = [_search_task(settings, candidates, i, guess[i], bound, known.get(i)) for i in rest]
+        _run_wave(candidates, sorted(again, key=lambda t: rank[t["index"]]), executor, rows, None)
     return PlanResult(settings, [r for r in rows if r is not None])
 
 
@@ -374,6 +385,13 @@ def _reusable(probe: dict[str, Any]) -> dict[str, Any]:
     """A probe to hand to another search of the same candidate: its verdict and figures, without
     the marks the first search gave it."""
     return {k: v for k, v in probe.items() if k not in ("best_of_seed", "stage")}
+
+
+def _unrounded_cost(target_rate: float, candidate: Candidate, rate: float | None, usd_per_replica: float) -> float:
+    """$/hour at the estimated rate, replicas not rounded up: orders candidates by how near they come."""
+    if candidate.replicas is not None:
+        return candidate.replicas * usd_per_replica
+    return target_rate / rate * usd_per_replica if rate else math.inf
 
 
 def _search_task(settings: PlanSettings, candidates: list[Candidate], index: int, guess: float | None | bool = False,
@@ -390,22 +408,20 @@ def _search_task(settings: PlanSettings, candidates: list[Candidate], index: int
     return task
 
 
-def _estimate(settings: PlanSettings, candidate: Candidate) -> tuple[float | None, float]:
+def _estimate(settings: PlanSettings, candidate: Candidate,
+              lengths: tuple[np.ndarray, np.ndarray]) -> tuple[float | None, float]:
     """(closed-form rate of the candidate's replicas, $/hour of one replica); (None, inf) where it
     does not fit its GPU (its search then reports why)."""
     try:
         unit = build_candidate_deployment(settings, candidate, candidate.replicas or 1)
     except ConfigError:
         return None, math.inf
-    return first_guess(settings, unit, cost_model_for(unit)), candidate.tp * unit.gpu.price_per_gpu_hour_usd
+    return first_guess(settings, unit, cost_model_for(unit), lengths), candidate.tp * unit.gpu.price_per_gpu_hour_usd
 
 
 def _run_wave(candidates: list[Candidate], tasks: list[dict[str, Any]], executor: Executor,
               rows: list[dict[str, Any] | None], on_result: Callable[[dict[str, Any]], None] | None) -> None:
-    """Run the search `tasks` on the executor into `rows`."""
-    # widest TP first: those sustain the highest rates, so their probes simulate the most requests,
-    # and a pool that starts them last waits on them at the end
-    tasks = sorted(tasks, key=lambda t: -t["candidate"]["tp"])
+    """Run the search `tasks`, in this order, on the executor into `rows`."""
     for position, result in executor.imap_unordered(search_candidate, tasks):
         index = tasks[position]["index"]
         if isinstance(result, BaseException):
