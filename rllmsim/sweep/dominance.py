@@ -56,6 +56,20 @@ def estimated_cost(target_rate: float, replicas: int | None, rate_estimate: floa
     return math.ceil(target_rate / rate_estimate - 1e-9) * usd_per_replica
 
 
+def unrounded_cost(target_rate: float, replicas: int | None, rate_estimate: float | None,
+                   usd_per_replica: float) -> float:
+    """$/hour at the estimated rate, replicas not rounded up: orders candidates by how near they come."""
+    if replicas is not None:
+        return replicas * usd_per_replica
+    return target_rate / rate_estimate * usd_per_replica if rate_estimate else math.inf
+
+
+def reusable(probe: dict[str, Any]) -> dict[str, Any]:
+    """A probe to hand to another search of the same candidate: its verdict and figures, without
+    the marks the first search gave it."""
+    return {k: v for k, v in probe.items() if k not in ("best_of_seed", "stage")}
+
+
 def first_wave(costs: Sequence[float]) -> list[int]:
     """Indices of the candidates with the lowest estimated cost (ties included): searched fully,
     before any bound is known. Empty when no candidate has an estimate."""

@@ -36,7 +36,8 @@ from rllmsim.fidelity import fidelity
 from rllmsim.simulation import WorkloadSpec
 from rllmsim.specs import load_gpu, load_model
 from rllmsim.sweep.bracket import estimate_rate, workload_lengths
-from rllmsim.sweep.dominance import bound_check, estimated_cost, first_wave, incumbent
+from rllmsim.sweep.dominance import (bound_check, estimated_cost, first_wave, incumbent, reusable,
+                                     unrounded_cost)
 from rllmsim.sweep.executors import Executor, InlineExecutor
 from rllmsim.sweep.plan_result import PlanResult
 from rllmsim.sweep.pricing import usd_per_million_tokens
@@ -370,28 +371,16 @@ def run_plan(settings: PlanSettings, candidates: list[Candidate], executor: Exec
     tasks += [_search_task(settings, candidates, i, guess[i], predicted) for i in rest]
     # the longest first: wave one's full searches, then by estimated cost (the nearer a candidate
     # comes to the bound, the likelier a full search, and the slower its bound probe is to fail)
-    rank = {i: -math.inf if i in first else _unrounded_cost(settings.target_rate, candidates[i], *estimates[i])
+    rank = {i: -math.inf if i in first else unrounded_cost(settings.target_rate, candidates[i].replicas,
+                                                                   *estimates[i])
             for i in range(len(candidates))}
     _run_wave(candidates, sorted(tasks, key=lambda t: rank[t["index"]]), executor, rows, on_result)
     bound = incumbent([rows[i] for i in first if rows[i] is not None])
     if predicted is not None and (bound is None or not math.isclose(bound, predicted)):
-        known = {i: [_reusable(p) for p in rows[i].get("probes", [])] for i in rest if rows[i] is not None}
+        known = {i: [reusable(p) for p in rows[i].get("probes", [])] for i in rest if rows[i] is not None}
         again = [_search_task(settings, candidates, i, guess[i], bound, known.get(i)) for i in rest]
         _run_wave(candidates, sorted(again, key=lambda t: rank[t["index"]]), executor, rows, None)
     return PlanResult(settings, [r for r in rows if r is not None])
-
-
-def _reusable(probe: dict[str, Any]) -> dict[str, Any]:
-    """A probe to hand to another search of the same candidate: its verdict and figures, without
-    the marks the first search gave it."""
-    return {k: v for k, v in probe.items() if k not in ("best_of_seed", "stage")}
-
-
-def _unrounded_cost(target_rate: float, candidate: Candidate, rate: float | None, usd_per_replica: float) -> float:
-    """$/hour at the estimated rate, replicas not rounded up: orders candidates by how near they come."""
-    if candidate.replicas is not None:
-        return candidate.replicas * usd_per_replica
-    return target_rate / rate * usd_per_replica if rate else math.inf
 
 
 def _search_task(settings: PlanSettings, candidates: list[Candidate], index: int, guess: float | None | bool = False,
