@@ -26,7 +26,6 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from scipy.optimize import brentq
 from scipy.special import hyp2f1
 
 from rllmsim.errors import ConfigError
@@ -68,6 +67,8 @@ def per_position_probability(rate: float, k: int) -> float:
     """The conditional acceptance p with sum_{i=1..k} p^i = rate x k (p = rate when k = 1)."""
     if rate <= 0.0 or rate >= 1.0 or k == 1:
         return float(min(max(rate, 0.0), 1.0))
+    from scipy.optimize import brentq  # here: scipy.optimize costs every process half a second to import
+
     return float(brentq(lambda p: sum(p**i for i in range(1, k + 1)) - rate * k, 0.0, 1.0, xtol=1e-14))
 
 
@@ -93,6 +94,8 @@ def beta_mean_for_rate(rate: float, k: int, spread: float) -> float:
         return upper
     if _mean_inverse_length(rate, concentration, k) <= target:
         return rate  # a rate so near 0 that its own mean meets the target in floating point
+    from scipy.optimize import brentq
+
     return float(brentq(lambda m: _mean_inverse_length(m, concentration, k) - target, rate, upper, xtol=1e-13))
 
 
