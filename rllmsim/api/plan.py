@@ -23,6 +23,7 @@ from rllmsim.errors import ConfigError
 from rllmsim.specs import load_model
 from rllmsim.sweep.executors import default_workers, make_executor
 from rllmsim.sweep.plan import Candidate, PlanSettings, candidates_from, run_plan
+from rllmsim.sweep.plan_pd import parse_pd_ratios
 from rllmsim.sweep.plan_result import PlanResult
 from rllmsim.sweep.plan_output import candidates_frame, format_plan, probes_frame, write_plan
 from rllmsim.sweep.slo import parse_slos
@@ -32,7 +33,7 @@ OWN_KEYWORDS = ("slo", "model", "gpus", "tp", "quantization", "kv_cache_dtype", 
                 "max_num_batched_tokens", "max_model_len", "gpu_memory_utilization", "block_size",
                 "enable_chunked_prefill", "router", "duration_s", "min_requests", "max_requests", "warmup",
                 "tolerance", "max_probes", "start_rate", "first_bracket", "search", "pareto_metric", "verify", "seed",
-                "seeds", "workers", "ray", "ray_address")
+                "seeds", "pd_ratios", "workers", "ray", "ray_address")
 
 Grid = str | int | Iterable[Any]
 
@@ -126,14 +127,17 @@ def prepare(*, slo: str | Iterable[str], model: str = DEFAULT_MODEL, gpus: Grid 
             start_rate: float = PlanSettings.start_rate, first_bracket: bool = PlanSettings.first_bracket,
             search: str = PlanSettings.search,
             pareto_metric: str = PlanSettings.pareto_metric,
-            verify: bool = False, seed: int = 0, seeds: Grid | None = None, workers: int | None = None,
+            verify: bool = False, seed: int = 0, seeds: Grid | None = None, pd_ratios: Grid | None = None,
+            workers: int | None = None,
             ray: bool = False, ray_address: str | None = None, **workload: Any) -> PlanSetup:
     """Check every grid value and setting before the search starts. `workload`: the workload
     keywords of `simulate`, `rate` the target; `num_requests`, when given, fixes the requests per
     probe (`min_requests` = `max_requests`). `seeds` ("0,1,2", or a list) searches every candidate
     under each seed's traffic and sizes it by the worst (instead of `seed` alone). `first_bracket`:
     start each search at the cost model's estimate of the rate (False: at `start_rate`, doubling).
-    `search`: "cheapest" (branch and bound, `rllmsim.sweep.dominance`) or "all" (every candidate fully)."""
+    `search`: "cheapest" (branch and bound, `rllmsim.sweep.dominance`) or "all" (every candidate fully).
+    `pd_ratios` ("1:3,2:6", or pairs): also each auto-sized shape as disaggregated units of x prefill
+    and y decode instances (`rllmsim.sweep.plan_pd`)."""
     all_seeds = _ints(seeds, "--seeds") if seeds is not None else [seed]
     if seeds is not None and seed != 0:
         raise ConfigError("give --seed or --seeds, not both (--seeds 0,1,2 searches under each)")
@@ -164,8 +168,12 @@ def prepare(*, slo: str | Iterable[str], model: str = DEFAULT_MODEL, gpus: Grid 
                             max_probes=max_probes, start_rate=start_rate, first_bracket=first_bracket, search=search,
                             pareto_metric=pareto_metric,
                             verify=verify)
+    ratios = parse_pd_ratios(pd_ratios)
+    if ratios and None not in replica_choices:
+        raise ConfigError("--pd-ratios sizes disaggregated units to the target; add auto to --replicas "
+                          "(e.g. --replicas auto) or drop --pd-ratios")
     candidates = candidates_from(_split(gpus), _ints(tp, "--tp"), _split(quantization), _split(kv_cache_dtype),
-                                 replica_choices)
+                                 replica_choices, ratios)
     _check_grid(model, candidates, workers)
     return PlanSetup(settings, candidates, workers, ray, ray_address)
 

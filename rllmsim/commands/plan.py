@@ -58,6 +58,9 @@ from rllmsim.sweep.plan import SEARCH_MODES
               help="cheapest: once a deployment serves the target, stop each other candidate after one probe "
               "shows it needs more than that $/hour (docs/capacity_planning.md); all: search every candidate "
               "to the tolerance (each one's rate, and the full Pareto front).")
+@click.option("--pd-ratios", default=None, metavar="1:3,2:6",
+              help="Also search each auto-sized GPU x TP as prefill/decode-disaggregated units of x prefill and "
+              "y decode instances (docs/capacity_planning.md).")
 @click.option("--pareto-metric", default="e2el_p99", show_default=True, help="Latency axis of the Pareto front.")
 @click.option("--verify", is_flag=True, help="Also simulate each auto-sized deployment whole at the target rate.")
 @click.option("--seed", type=int, default=0, show_default=True)
@@ -69,8 +72,8 @@ from rllmsim.sweep.plan import SEARCH_MODES
 @click.option("--out", "out_dir", default=None, type=click.Path(file_okay=False),
               help="Write plan.json, candidates.parquet and probes.parquet here.")
 def command(model, gpus, tps, quantizations, kv_dtypes, replicas, router, slos, duration_s, min_requests,
-            max_requests, warmup, rel_tol, max_probes, start_rate, first_bracket, search, pareto_metric, verify, seed,
-            seeds, workers, use_ray, ray_address, out_dir, **opts) -> None:
+            max_requests, warmup, rel_tol, max_probes, start_rate, first_bracket, search, pd_ratios, pareto_metric,
+            verify, seed, seeds, workers, use_ray, ray_address, out_dir, **opts) -> None:
     """Find, per candidate deployment, the highest rate it sustains within the SLOs (bisection),
     and the cheapest deployment for the target --rate, with $/hour and $ per million output tokens.
 
@@ -84,7 +87,8 @@ def command(model, gpus, tps, quantizations, kv_dtypes, replicas, router, slos, 
     setup = prepare(slo=slos, model=model, gpus=gpus, tp=tps, quantization=quantizations, kv_cache_dtype=kv_dtypes,
                     replicas=replicas, router=router, duration_s=duration_s, min_requests=min_requests,
                     max_requests=max_requests, warmup=warmup, tolerance=rel_tol, max_probes=max_probes,
-                    start_rate=start_rate, first_bracket=first_bracket, search=search, pareto_metric=pareto_metric,
+                    start_rate=start_rate, first_bracket=first_bracket, search=search, pd_ratios=pd_ratios,
+                    pareto_metric=pareto_metric,
                     verify=verify,
                     seed=seed, seeds=seeds, workers=workers, ray=use_ray, ray_address=ray_address, **given)
     if out_dir:

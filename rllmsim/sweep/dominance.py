@@ -26,10 +26,9 @@ the cheapest, at the price of more probes.
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
-from rllmsim.deployment import Deployment
-from rllmsim.sweep.probe import ProbeSpec, run_probe
+from rllmsim.sweep.probe import ProbeSpec
 
 #: Relative slack on cost comparisons, so float rounding never turns a tie into a loss.
 COST_EPS = 1e-9
@@ -97,11 +96,13 @@ def bound_rate(target_rate: float, incumbent_usd_h: float, usd_per_replica: floa
     return target_rate / most if most >= 1 else None
 
 
-def bound_check(spec: ProbeSpec, unit: Deployment, target_rate: float, incumbent_usd_h: float,
+def bound_check(spec: ProbeSpec, simulate: Callable[[ProbeSpec, float], dict[str, Any]], target_rate: float,
+                incumbent_usd_h: float,
                 usd_per_replica: float, fixed_replicas: int | None,
                 known: Sequence[dict[str, Any]] = ()) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
     """Whether a candidate can still cost no more than the incumbent: (None, its bound probe, to
-    reuse) if it can, else (the row fields of a dominated candidate, its probes). `known`: probes
+    reuse) if it can, else (the row fields of a dominated candidate, its probes). `simulate` runs
+    one probe of the candidate; `known`: probes
     already run for this candidate (the plan's speculative ones); one at the bound rate is used
     instead of simulating it again."""
     if fixed_replicas is not None:
@@ -117,7 +118,7 @@ def bound_check(spec: ProbeSpec, unit: Deployment, target_rate: float, incumbent
     most = competitive_replicas(incumbent_usd_h, usd_per_replica)
     probe = next((p for p in known if p.get("seed") == spec.seed and math.isclose(p["rate"], rate)), None)
     if probe is None:
-        probe = run_probe(spec, unit, rate)
+        probe = simulate(spec, rate)
     probe.update(stage="bound", seed=spec.seed)
     if probe["ok"]:
         return None, [probe]

@@ -39,6 +39,7 @@ from rllmsim.sweep.bracket import estimate_rate, workload_lengths
 from rllmsim.sweep.dominance import (bound_check, estimated_cost, first_wave, incumbent, reusable,
                                      unrounded_cost)
 from rllmsim.sweep.executors import Executor, InlineExecutor
+from rllmsim.sweep.plan_pd import candidate_pools
 from rllmsim.sweep.plan_result import PlanResult
 from rllmsim.sweep.pricing import usd_per_million_tokens
 from rllmsim.sweep.probe import REPORTED, ProbeSpec, run_probe
@@ -60,6 +61,13 @@ class Candidate:
     quantization: str | None = None
     kv_cache_dtype: str = "auto"
     replicas: int | None = None
+    prefill: int = 0  # with decode: a disaggregated unit of this many prefill and decode instances
+    decode: int = 0
+
+    @property
+    def instances(self) -> int:
+        """Engine instances per replica: 1, or a disaggregated unit's prefill + decode."""
+        return self.prefill + self.decode if self.prefill else 1
 
     @property
     def label(self) -> str:
@@ -68,6 +76,8 @@ class Candidate:
             parts.append(self.quantization)
         if self.kv_cache_dtype != "auto":
             parts.append(f"kv-{self.kv_cache_dtype}")
+        if self.prefill:
+            parts.append(f"{self.prefill}P{self.decode}D")
         if self.replicas is not None:
             parts.append(f"x{self.replicas}")
         return " ".join(parts)
@@ -181,10 +191,15 @@ def search_candidate(task: Mapping[str, Any]) -> dict[str, Any]:
                            "replicas_mode": "auto" if candidate.replicas is None else "fixed"}
     try:
         unit = build_candidate_deployment(settings, candidate, candidate.replicas or 1)
+        pools = candidate_pools(unit, candidate.prefill, candidate.decode, 1)
     except ConfigError as err:
         row.update(status="infeasible", reason=str(err), probes=[], wall_s=time.perf_counter() - started)
         return row
-    row["num_gpu_blocks"] = unit.num_gpu_blocks
+    row["num_gpu_blocks"] = unit.num_gpu_blocks if pools is None else pools.decode.num_gpu_blocks
+
+    def simulate(spec: ProbeSpec, rate: float) -> dict[str, Any]:
+        return run_probe(spec, unit, rate, pools)
+
     cost = cost_model_for(unit)  # the probes' cost model: run_simulation's default
     trust = fidelity(unit, cost.provenance())
     if trust is not None:
@@ -192,19 +207,19 @@ def search_candidate(task: Mapping[str, Any]) -> dict[str, Any]:
     price = unit.gpu.price_per_gpu_hour_usd
     row["price_per_gpu_hour_usd"] = price
     cap = settings.target_rate  # nothing is gained by searching past the target
-    guess = (task["rate_estimate"] if "rate_estimate" in task else first_guess(settings, unit, cost)) \
+    guess = (task["rate_estimate"] if "rate_estimate" in task else first_guess(settings, candidate, unit, cost)) \
         if settings.first_bracket else None
     row["rate_estimate"] = guess if guess is not None else float("nan")
     known: list[dict[str, Any]] = list(task.get("known_probes", ()))  # run for it already: reused, not re-run
     bound: list[dict[str, Any]] = []
     if task.get("incumbent_usd_h") is not None:
-        dominated, bound = bound_check(settings.probe_spec, unit, settings.target_rate, task["incumbent_usd_h"],
-                                       candidate.tp * price, candidate.replicas, known)
+        dominated, bound = bound_check(settings.probe_spec, simulate, settings.target_rate, task["incumbent_usd_h"],
+                                       candidate.instances * candidate.tp * price, candidate.replicas, known)
         if dominated is not None:
             row.update(status="dominated", meets_target=False, max_rate=float("nan"), probes=bound,
                        wall_s=time.perf_counter() - started, **dominated)
             return row
-    best, fail, probes, spec = _search_every_seed(settings, unit, cap, guess,
+    best, fail, probes, spec = _search_every_seed(settings, unit, simulate, cap, guess,
                                                   settings.target_rate if candidate.replicas is None else None,
                                                   known + bound)
     probes[:0] = [p for p in bound if all(p is not q for q in probes)]  # the bound's pass, off the search's path
@@ -212,9 +227,6 @@ def search_candidate(task: Mapping[str, Any]) -> dict[str, Any]:
     row["max_rate_by_seed"] = ", ".join(f"{seed}: {by_seed.get(seed, 0.0):.4g}" for seed in settings.seeds)
     row["max_rate_seed_spread_pct"] = (100.0 * (max(by_seed.values()) / min(by_seed.values()) - 1)
                                        if len(by_seed) == len(settings.seeds) > 1 else 0.0)
-
-    def probe(deployment: Deployment, rate: float) -> dict[str, Any]:
-        return run_probe(spec, deployment, rate)
 
     row["max_rate"] = best["rate"] if best else 0.0
     row["max_rate_capped"] = bool(best is not None and fail is None and best["rate"] >= cap)
@@ -233,7 +245,7 @@ def search_candidate(task: Mapping[str, Any]) -> dict[str, Any]:
         for _ in range(4):  # the bisection's pass at max_rate should carry over; if noise says not, add one
             at_target = _already_probed(probes, spec.seed, settings.target_rate / replicas)
             if at_target is None:  # often the search's own probe: it snaps to target / n
-                at_target = probe(unit, settings.target_rate / replicas)
+                at_target = simulate(spec, settings.target_rate / replicas)
                 at_target.update(stage="at-target", seed=spec.seed)
                 probes.append(at_target)
             if at_target["ok"]:
@@ -244,7 +256,8 @@ def search_candidate(task: Mapping[str, Any]) -> dict[str, Any]:
             reason = f"one replica at {settings.target_rate / replicas:.3g} req/s misses {at_target['violated']}"
         elif settings.verify and replicas > 1:
             full = build_candidate_deployment(settings, candidate, replicas)
-            at_target = probe(full, settings.target_rate)
+            at_target = run_probe(spec, full, settings.target_rate,
+                                  candidate_pools(unit, candidate.prefill, candidate.decode, replicas))
             at_target["stage"] = "verify"
             probes.append(at_target)
             meets = at_target["ok"]
@@ -256,8 +269,9 @@ def search_candidate(task: Mapping[str, Any]) -> dict[str, Any]:
         at_target = best if meets else None
         if not meets:
             reason = f"sustains {row['max_rate']:.3g} < target {settings.target_rate:g} req/s"
-    usd_h = replicas * candidate.tp * price
-    row.update(status="ok", reason=reason, replicas=replicas, gpus=replicas * candidate.tp, meets_target=meets,
+    gpus = replicas * candidate.instances * candidate.tp
+    usd_h = gpus * price
+    row.update(status="ok", reason=reason, replicas=replicas, gpus=gpus, meets_target=meets,
                cost_per_hour_usd=usd_h, headroom_is_lower_bound=row["max_rate_capped"],
                # auto sizing searched one replica's rate; a fixed count searched the whole deployment's
                headroom_pct=100.0 * (row["max_rate"] * (replicas if candidate.replicas is None else 1)
@@ -265,7 +279,7 @@ def search_candidate(task: Mapping[str, Any]) -> dict[str, Any]:
     if at_target is not None:
         out_tokens_s = settings.target_rate * at_target["mean_output_tokens"]
         row["usd_per_million_output_tokens"] = usd_per_million_tokens(usd_h, out_tokens_s)
-        row["output_tokens_per_s_per_gpu"] = out_tokens_s / (replicas * candidate.tp)
+        row["output_tokens_per_s_per_gpu"] = out_tokens_s / gpus
         row["mean_output_tokens"] = at_target["mean_output_tokens"]
         for name in dict.fromkeys(list(REPORTED) + [s.name for s in settings.slos] + [settings.pareto_metric]):
             row[f"at_target_{name}"] = at_target.get(name, float("nan"))
@@ -274,13 +288,14 @@ def search_candidate(task: Mapping[str, Any]) -> dict[str, Any]:
     return row
 
 
-def first_guess(settings: PlanSettings, unit: Deployment, cost: CostModel,
+def first_guess(settings: PlanSettings, candidate: Candidate, unit: Deployment, cost: CostModel,
                 lengths: tuple[np.ndarray, np.ndarray] | None = None) -> float | None:
-    """The closed-form sustainable rate of `unit` (all its replicas), where its search starts;
-    `lengths`: the probes' prompt and output lengths, if already drawn."""
+    """The closed-form sustainable rate of `unit` (all its replicas; a disaggregated unit: its
+    decode instances, `rllmsim.sweep.plan_pd`), where its search starts; `lengths`: the probes'
+    prompt and output lengths, if already drawn."""
     prompt, output = lengths or workload_lengths(dict(settings.workload), settings.seed, unit.model.name)
     one = estimate_rate(unit, cost, prompt, output, settings.slos)
-    return None if one is None else one * unit.replicas
+    return None if one is None else one * unit.replicas * (candidate.decode or 1)
 
 
 def _already_probed(probes: list[dict[str, Any]], seed: int, rate: float) -> dict[str, Any] | None:
@@ -288,7 +303,8 @@ def _already_probed(probes: list[dict[str, Any]], seed: int, rate: float) -> dic
     return next((p for p in probes if p.get("seed") == seed and math.isclose(p["rate"], rate)), None)
 
 
-def _search_every_seed(settings: PlanSettings, unit: Deployment, cap: float, guess: float | None,
+def _search_every_seed(settings: PlanSettings, unit: Deployment, simulate: Callable[[ProbeSpec, float], dict[str, Any]],
+                       cap: float, guess: float | None,
                        sizing_target: float | None, known: list[dict[str, Any]]):
     """Search the candidate's rate under every seed; the worst seed's result sizes it (a rate one
     seed's traffic sustains and another's does not is not sustainable). The first seed starts at
@@ -305,7 +321,7 @@ def _search_every_seed(settings: PlanSettings, unit: Deployment, cap: float, gue
 
         def evaluate(rate: float, spec: ProbeSpec = spec) -> dict[str, Any]:
             done = _already_probed(known, spec.seed, rate)
-            return done if done is not None else run_probe(spec, unit, rate)
+            return done if done is not None else simulate(spec, rate)
 
         best, fail, tried = bisect_rate(evaluate, start, cap, settings.rel_tol,
                                         settings.max_probes, settings.min_rate, guessed=guess is not None,
@@ -325,7 +341,9 @@ def _search_every_seed(settings: PlanSettings, unit: Deployment, cap: float, gue
 # -- the whole plan --------------------------------------------------------------------------------
 
 def candidates_from(gpus: Iterable[str], tps: Iterable[int], quantizations: Iterable[str | None],
-                    kv_dtypes: Iterable[str], replicas: Iterable[int | None]) -> list[Candidate]:
+                    kv_dtypes: Iterable[str], replicas: Iterable[int | None],
+                    pd_ratios: Iterable[tuple[int, int]] = ()) -> list[Candidate]:
+    """The grid; each auto-sized shape also as a disaggregated unit of every `pd_ratios` x:y."""
     out = []
     for gpu in gpus:
         name = load_gpu(gpu).name
@@ -333,7 +351,10 @@ def candidates_from(gpus: Iterable[str], tps: Iterable[int], quantizations: Iter
             for quant in quantizations:
                 for kv in kv_dtypes:
                     for n in replicas:
-                        out.append(Candidate(name, int(tp), None if quant in (None, "", "none") else quant, kv, n))
+                        colocated = Candidate(name, int(tp), None if quant in (None, "", "none") else quant, kv, n)
+                        out.append(colocated)
+                        if n is None:
+                            out += [dataclasses.replace(colocated, prefill=x, decode=y) for x, y in pd_ratios]
     return list(dict.fromkeys(out))
 
 
@@ -403,9 +424,11 @@ def _estimate(settings: PlanSettings, candidate: Candidate,
     does not fit its GPU (its search then reports why)."""
     try:
         unit = build_candidate_deployment(settings, candidate, candidate.replicas or 1)
+        candidate_pools(unit, candidate.prefill, candidate.decode, 1)
     except ConfigError:
         return None, math.inf
-    return first_guess(settings, unit, cost_model_for(unit), lengths), candidate.tp * unit.gpu.price_per_gpu_hour_usd
+    usd = candidate.instances * candidate.tp * unit.gpu.price_per_gpu_hour_usd
+    return first_guess(settings, candidate, unit, cost_model_for(unit), lengths), usd
 
 
 def _run_wave(candidates: list[Candidate], tasks: list[dict[str, Any]], executor: Executor,

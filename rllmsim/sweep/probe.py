@@ -22,7 +22,9 @@ from typing import TYPE_CHECKING, Any, Generator, Sequence
 import numpy as np
 
 from rllmsim.deployment import Deployment
+from rllmsim.disaggregation import Disaggregation
 from rllmsim.engine.clients import OpenLoop
+from rllmsim.engine.disaggregated import DisaggregatedCluster
 from rllmsim.simulation import WorkloadSpec, run_simulation
 from rllmsim.sweep.slo import SLO, check, per_request_latencies, statistic, summary_value
 
@@ -96,7 +98,10 @@ class WatchedOpenLoop:
             # a sleeping replica applies its planned steps when they end: its requests' state is
             # as of its clock, so a latency still open counts only up to then (a lower bound)
             clocks = np.array([r.clock for r in cluster.replicas] + [now])
-            as_of = np.minimum(now, clocks[ledger.replica[first:]])
+            if not isinstance(cluster, DisaggregatedCluster):
+                as_of = np.minimum(now, clocks[ledger.replica[first:]])
+            else:  # disaggregated: a request's state lives on two instances; as of the latest time all are current
+                as_of = np.full(measured, min(now, float(clocks.min())))
             for slo, allowed in checks:
                 over = _certainly_over(slo, ledger, first, as_of, arrived & live)
                 if over > allowed:
@@ -145,9 +150,11 @@ def ok_values(values: dict[str, float]) -> bool:
     return bool(np.isfinite(values.get("e2el_p90", np.nan)))
 
 
-def run_probe(spec: ProbeSpec, deployment: Deployment, rate: float) -> dict[str, Any]:
-    """Simulate `rate` req/s on `deployment` and judge it; returns one flat probe record."""
-    n = spec.num_requests(rate, deployment.replicas)
+def run_probe(spec: ProbeSpec, deployment: Deployment, rate: float,
+              pools: Disaggregation | None = None) -> dict[str, Any]:
+    """Simulate `rate` req/s on `deployment` (or on its prefill and decode `pools`) and judge it;
+    returns one flat probe record. The request count is bounded per instance."""
+    n = spec.num_requests(rate, deployment.replicas if pools is None else pools.prefill.replicas + pools.decode.replicas)
     workload = WorkloadSpec(**{**spec.workload, "rate": float(rate), "num_requests": n})
     names = list(dict.fromkeys(list(REPORTED) + [s.name for s in spec.slos] + list(spec.extra_metrics)))
     record: dict[str, Any] = {"rate": float(rate), "replicas": deployment.replicas, "num_requests": n,
@@ -156,7 +163,7 @@ def run_probe(spec: ProbeSpec, deployment: Deployment, rate: float) -> dict[str,
     client = WatchedOpenLoop(spec.slos, spec.warmup, workload.max_concurrency) if spec.early_stop else None
     try:
         out = run_simulation(deployment, workload, seed=spec.seed, router=spec.router, fast_forward=True,
-                             client=client)
+                             client=client, disaggregation=pools)
     except SLOMissed as stop:
         record.update({name: float("nan") for name in names})
         record.update(ok=False, violated=str(stop).split(" ", 1)[0], early_stop=str(stop),
