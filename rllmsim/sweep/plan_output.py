@@ -72,18 +72,11 @@ def format_plan(result: PlanResult) -> str:
     lines = [f"Deployments that serve {s.target_rate:g} req/s of {s.model} ({_workload_label(s.workload)}) "
              f"within {', '.join(str(x) for x in s.slos)}, cheapest first:"]
     lines += _columns(header, table) if table else ["  (none)"]
-    missing = result.missing
-    if missing:
-        lines.append("")
-        lines.append("Do not make it:")
-        for row in missing:
-            lines.append(f"  {row['label']:<28} {row.get('status', '')}: {row.get('reason', '')}")
+    lines += _listed("Do not make it:", [f"{r.get('status', '')}: {r.get('reason', '')}" for r in result.missing],
+                     result.missing)
     dominated = result.dominated
-    if dominated:
-        lines.append("")
-        lines.append("Cannot be cheaper, so not searched further (--search all searches every candidate):")
-        for row in dominated:
-            lines.append(f"  {row['label']:<28} {row.get('reason', '')}")
+    lines += _listed("Cannot be cheaper, so not searched further (--search all searches every candidate):",
+                     [r.get("reason", "") for r in dominated], dominated)
     lines.append("")
     cheapest = result.cheapest
     if cheapest:
@@ -121,6 +114,13 @@ def format_plan(result: PlanResult) -> str:
                  "blocks), preemptions and stragglers at the target rate, after warm-up (TTFVT, KV peak, preemptions and stragglers over "
                  "the whole probe)")
     return "\n".join(lines)
+
+
+def _listed(title: str, reasons: list[str], rows: list[dict[str, Any]]) -> list[str]:
+    """A titled list of candidates with why, after a blank line; nothing when there are none."""
+    if not rows:
+        return []
+    return ["", title] + [f"  {row['label']:<28} {reason}" for row, reason in zip(rows, reasons)]
 
 
 def format_ms(seconds: float | None) -> str:
