@@ -88,9 +88,8 @@ def command(model, gpus, tps, quantizations, kv_dtypes, replicas, router, slos, 
                     replicas=replicas, router=router, duration_s=duration_s, min_requests=min_requests,
                     max_requests=max_requests, warmup=warmup, tolerance=rel_tol, max_probes=max_probes,
                     start_rate=start_rate, first_bracket=first_bracket, search=search, pd_ratios=pd_ratios,
-                    pareto_metric=pareto_metric,
-                    verify=verify,
-                    seed=seed, seeds=seeds, workers=workers, ray=use_ray, ray_address=ray_address, **given)
+                    pareto_metric=pareto_metric, verify=verify, seed=seed, seeds=seeds, workers=workers,
+                    ray=use_ray, ray_address=ray_address, **given)
     if out_dir:
         checks.writable_dir(out_dir)
     click.echo(setup.header())

@@ -256,9 +256,9 @@ class Scheduler(DecodeRunPlanning):
         sched = np.zeros(len(batch), dtype=np.int64)
         preempted = done = 0
         limit = int(np.count_nonzero(before < budget))
-        while done < min(limit, len(batch)):
-            done += self._take_while_free(grow[done:min(limit, len(batch))])
-            if done >= min(limit, len(batch)):
+        while done < (stop := min(limit, len(batch))):  # preemptions shorten the batch
+            done += self._take_while_free(grow[done:stop])
+            if done >= stop:
                 break
             blocks = int(grow[done])  # sequence `done` needs more than is free: preempt the newest
             while blocks > pool.free and done < len(batch):

@@ -303,8 +303,8 @@ def _already_probed(probes: list[dict[str, Any]], seed: int, rate: float) -> dic
     return next((p for p in probes if p.get("seed") == seed and math.isclose(p["rate"], rate)), None)
 
 
-def _search_every_seed(settings: PlanSettings, unit: Deployment, simulate: Callable[[ProbeSpec, float], dict[str, Any]],
-                       cap: float, guess: float | None,
+def _search_every_seed(settings: PlanSettings, unit: Deployment,
+                       simulate: Callable[[ProbeSpec, float], dict[str, Any]], cap: float, guess: float | None,
                        sizing_target: float | None, known: list[dict[str, Any]]):
     """Search the candidate's rate under every seed; the worst seed's result sizes it (a rate one
     seed's traffic sustains and another's does not is not sustainable). The first seed starts at
@@ -383,7 +383,8 @@ def run_plan(settings: PlanSettings, candidates: list[Candidate], executor: Exec
     executor.start(__name__)  # workers import while the estimates below are computed here
     lengths = workload_lengths(dict(settings.workload), settings.seed, load_model(settings.model).name)
     estimates = [_estimate(settings, c, lengths) for c in candidates]
-    costs = [estimated_cost(settings.target_rate, c.replicas, rate, usd) for c, (rate, usd) in zip(candidates, estimates)]
+    costs = [estimated_cost(settings.target_rate, c.replicas, rate, usd)
+             for c, (rate, usd) in zip(candidates, estimates)]
     first = first_wave(costs)
     rest = [i for i in range(len(candidates)) if i not in set(first)]
     guess = {i: rate for i, (rate, _) in enumerate(estimates)}

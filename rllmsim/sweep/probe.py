@@ -154,7 +154,8 @@ def run_probe(spec: ProbeSpec, deployment: Deployment, rate: float,
               pools: Disaggregation | None = None) -> dict[str, Any]:
     """Simulate `rate` req/s on `deployment` (or on its prefill and decode `pools`) and judge it;
     returns one flat probe record. The request count is bounded per instance."""
-    n = spec.num_requests(rate, deployment.replicas if pools is None else pools.prefill.replicas + pools.decode.replicas)
+    instances = deployment.replicas if pools is None else pools.prefill.replicas + pools.decode.replicas
+    n = spec.num_requests(rate, instances)
     workload = WorkloadSpec(**{**spec.workload, "rate": float(rate), "num_requests": n})
     names = list(dict.fromkeys(list(REPORTED) + [s.name for s in spec.slos] + list(spec.extra_metrics)))
     record: dict[str, Any] = {"rate": float(rate), "replicas": deployment.replicas, "num_requests": n,
