@@ -85,37 +85,24 @@ def incumbent(rows: Sequence[dict[str, Any]]) -> float | None:
     return min(costs) if costs else None
 
 
-def bound_rate(target_rate: float, incumbent_usd_h: float, usd_per_replica: float,
-               fixed_replicas: int | None) -> float | None:
-    """The rate one replica must sustain for an auto-sized candidate to cost no more than the
-    incumbent: target / n_max. None where no probe is needed (a fixed replica count, whose cost is
-    known, or one replica already dearer)."""
-    if fixed_replicas is not None:
-        return None
-    most = competitive_replicas(incumbent_usd_h, usd_per_replica)
-    return target_rate / most if most >= 1 else None
-
-
 def bound_check(spec: ProbeSpec, simulate: Callable[[ProbeSpec, float], dict[str, Any]], target_rate: float,
-                incumbent_usd_h: float,
-                usd_per_replica: float, fixed_replicas: int | None,
+                incumbent_usd_h: float, usd_per_replica: float, fixed_replicas: int | None,
                 known: Sequence[dict[str, Any]] = ()) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
     """Whether a candidate can still cost no more than the incumbent: (None, its bound probe, to
     reuse) if it can, else (the row fields of a dominated candidate, its probes). `simulate` runs
-    one probe of the candidate; `known`: probes
-    already run for this candidate (the plan's speculative ones); one at the bound rate is used
-    instead of simulating it again."""
+    one probe of the candidate at target / n_max; `known`: probes already run for it (a second
+    wave run again), one of which may be that probe."""
     if fixed_replicas is not None:
         usd_h = fixed_replicas * usd_per_replica
         if not costs_more(usd_h, incumbent_usd_h):
             return None, []
         return {"reason": f"{fixed_replicas} replicas cost ${usd_h:,.2f}/hour, more than the cheapest found "
                           f"(${incumbent_usd_h:,.2f}/hour)", "min_cost_per_hour_usd": usd_h}, []
-    rate = bound_rate(target_rate, incumbent_usd_h, usd_per_replica, None)
-    if rate is None:
+    most = competitive_replicas(incumbent_usd_h, usd_per_replica)
+    if most < 1:
         return {"reason": f"one replica costs ${usd_per_replica:,.2f}/hour, more than the cheapest found "
                           f"(${incumbent_usd_h:,.2f}/hour)", "min_cost_per_hour_usd": usd_per_replica}, []
-    most = competitive_replicas(incumbent_usd_h, usd_per_replica)
+    rate = target_rate / most
     probe = next((p for p in known if p.get("seed") == spec.seed and math.isclose(p["rate"], rate)), None)
     if probe is None:
         probe = simulate(spec, rate)
@@ -127,4 +114,3 @@ def bound_check(spec: ProbeSpec, simulate: Callable[[ProbeSpec, float], dict[str
                       f"it needs >= {most + 1} replicas, >= ${floor_usd_h:,.2f}/hour against the cheapest found "
                       f"(${incumbent_usd_h:,.2f}/hour)",
             "min_cost_per_hour_usd": floor_usd_h, "rate_bracket_high": probe["rate"]}, [probe]
-
